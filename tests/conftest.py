@@ -1,0 +1,45 @@
+"""Shared test set-up.
+
+Without a GPU the Triton kernels run under the interpreter, which reads TRITON_INTERPRET when ``@triton.jit``
+decorates a function, so it is set here, before any kernel module is imported.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (skipped otherwise)")
+    config.addinivalue_line("markers", "slow: larger cases, still CPU-friendly")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    """Every test starts from the same RNG state."""
+    torch.manual_seed(0)
+    import numpy as np
+    import random
+
+    np.random.seed(0)
+    random.seed(0)
+    yield
+
+
+@pytest.fixture
+def kernel_device() -> torch.device:
+    """Where kernel tests put their tensors: the GPU when present, else the CPU (Triton interpreter)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,1 @@
+"""ToCo training losses."""
