@@ -1,0 +1,118 @@
+"""Benchmark PAR pseudo-label refinement: the official style (one PAR call per image and per background threshold)
+against the batched ``refine_cams_with_bkg`` (one PAR call for the whole batch, both thresholds).
+
+Rows, per K (PAR channels per image = background + present classes):
+  * refine, ``official-loop``: per image x {high, low} threshold, ``par_reference`` (the baseline);
+  * refine, ``batched-torch``: ``refine_cams_with_bkg(impl="reference")``;
+  * refine, ``batched-triton``: ``refine_cams_with_bkg(impl="triton")`` (GPU only);
+  * op, ``par_reference`` vs ``par`` Triton on [B, 2K, H/2, W/2] masks (GPU only).
+
+Usage: python bench/bench_par.py [--batch 4] [--size 224] [--ks 2 4 21] [--repeats N] [--csv out.csv]
+``--size`` is the input (training crop) size; PAR runs at size/2 like ToCo. CPU defaults are small (the reference
+materialises [K,48,H,W] neighbour tensors, seconds per call); the GPU also runs the 448 crop ToCo trains at.
+"""
+import argparse
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _utils import compare, environment, markdown_table, write_csv  # noqa: E402
+from toco_fast.cam.refine import box_mask, refine_cams_with_bkg  # noqa: E402
+from toco_fast.ops.par import par, par_reference  # noqa: E402
+
+
+@torch.no_grad()
+def refine_official_loop(images, cams, cls_labels, high_thre=0.7, low_thre=0.25, ignore_index=255, img_box=None,
+                         down_scale=2):
+    """ToCo's ``refine_cams_with_bkg_v2`` control flow: per image, per threshold, one PAR call each."""
+    b, _, h, w = images.shape
+    size = [h // down_scale, w // down_scale]
+    small_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    present = torch.cat((torch.ones((b, 1), device=cams.device), cls_labels), dim=1)
+    inside = box_mask(img_box, b, h, w, cams.device)
+    labels = []
+    for thre in (high_thre, low_thre):
+        with_bkg = torch.cat((torch.ones((b, 1, h, w), device=cams.device) * thre, cams), dim=1)
+        small = F.interpolate(with_bkg, size=size, mode="bilinear", align_corners=False)
+        label = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
+        for idx in range(b):
+            keys = torch.nonzero(present[idx])[:, 0]
+            probs = small[idx, keys].unsqueeze(0).softmax(dim=1)
+            refined = F.interpolate(par_reference(small_images[[idx]], probs), size=(h, w), mode="bilinear",
+                                    align_corners=False)
+            label[idx] = torch.where(inside[idx], keys[refined.argmax(dim=1)][0], label[idx])
+        labels.append(label)
+    label_h, label_l = labels
+    out = label_h.masked_fill(label_h == 0, ignore_index)
+    return out.masked_fill((label_h + label_l) == 0, 0)
+
+
+def make_inputs(batch, size, k, device):
+    """Denormalised images, CAMs with k - 1 present classes per image (of 20), full boxes."""
+    images = torch.randint(0, 256, (batch, 3, size, size), device=device).float() / 255.0
+    images = F.avg_pool2d(images, 5, stride=1, padding=2)
+    cls_labels = torch.zeros(batch, 20, device=device)
+    for i in range(batch):
+        cls_labels[i, torch.randperm(20)[:k - 1]] = 1
+    cams = F.interpolate(torch.rand(batch, 20, size // 16, size // 16, device=device), size=(size, size),
+                         mode="bilinear", align_corners=False) * cls_labels[:, :, None, None]
+    boxes = torch.tensor([[0, size, 0, size]] * batch, dtype=torch.int16)
+    return images, cams, cls_labels, boxes
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    on_gpu = torch.cuda.is_available()
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, nargs="+", default=[224, 448] if on_gpu else [224])
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 21])
+    parser.add_argument("--repeats", type=int, default=10 if on_gpu else 3)
+    parser.add_argument("--warmup", type=int, default=2 if on_gpu else 1)
+    parser.add_argument("--csv", default=None, help="append CSV rows to this file")
+    args = parser.parse_args()
+
+    device = torch.device("cuda" if on_gpu else "cpu")
+    torch.manual_seed(0)
+    rows, op_rows = [], []
+    for size in args.size:
+        for k in args.ks:
+            images, cams, cls_labels, boxes = make_inputs(args.batch, size, k, device)
+            label = f"B{args.batch} {size}² (PAR {size // 2}²) K={k}"
+            paths = {
+                "official-loop": lambda: refine_official_loop(images, cams, cls_labels, img_box=boxes),
+                "batched-torch": lambda: refine_cams_with_bkg(images, cams, cls_labels, img_box=boxes,
+                                                              impl="reference"),
+            }
+            if on_gpu:
+                paths["batched-triton"] = lambda: refine_cams_with_bkg(images, cams, cls_labels, img_box=boxes,
+                                                                       impl="triton")
+            expected = paths["official-loop"]()
+            for name, fn in paths.items():
+                agree = (fn() == expected).float().mean().item()
+                print(f"{label} {name}: label agreement with official-loop {agree:.6f}", flush=True)
+            rows += compare(label, "refine", paths, device, warmup=args.warmup, repeats=args.repeats)
+            if on_gpu:
+                half = size // 2
+                small_images = F.interpolate(images, size=[half, half], mode="bilinear", align_corners=False)
+                masks = torch.rand(args.batch, 2 * k, half, half, device=device).softmax(dim=1)
+                op_rows += compare(label, "par op", {
+                    "par_reference": lambda: par_reference(small_images, masks),
+                    "batched-triton": lambda: par(small_images, masks, impl="triton"),
+                }, device, warmup=args.warmup, repeats=args.repeats)
+    env = environment()
+    print(f"\ndevice: {env['device']}, torch {env['torch']}, triton {env['triton']}, commit {env['commit']}")
+    print(markdown_table(rows, baseline_path="official-loop"))
+    if op_rows:
+        print("\n" + markdown_table(op_rows, baseline_path="par_reference"))
+    if not on_gpu:
+        print("\nGPU rows (batched-triton refine, par op reference vs Triton) need a CUDA GPU; not run here.")
+    if args.csv:
+        write_csv(args.csv, "bench_par", rows + op_rows)
+
+
+if __name__ == "__main__":
+    main()
