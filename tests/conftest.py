@@ -39,6 +39,15 @@ def seeded():
     yield
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Test tensors are tiny: one intra-op thread avoids OpenMP barrier stalls on a busy 2-core runner."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def kernel_device() -> torch.device:
     """Where kernel tests put their tensors: the GPU when present, else the CPU (Triton interpreter)."""

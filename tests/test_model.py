@@ -20,15 +20,6 @@ PROJ_DIM = 32
 SMALL_HEADS = {"decoder_channels": 24, "proj_hidden_dim": 48, "proj_bottleneck_dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy 2-core runner."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_model(**kwargs) -> ToCo:
     """Tiny ViT and narrow heads; ``official_heads=True`` keeps the official decoder/CTC-head widths."""
     sizes = {} if kwargs.pop("official_heads", False) else SMALL_HEADS

@@ -13,15 +13,6 @@ from toco_fast.model.toco import ToCo
 TINY = {"embed_dim": 64, "depth": 4, "num_heads": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy 2-core runner."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def source_state():
     """Weights of a freshly built tiny encoder with a different random init than the model under test."""
