@@ -1,0 +1,236 @@
+"""Run logging: a text log file, a progress line with ETA, and metrics as JSON lines plus CSV.
+
+* ``setup_logger(run_dir)``: the run logger (``toco_fast.run``) writes to ``<run_dir>/train.log`` and to the
+  console; ``close_logger()`` detaches it again. Other ``toco_fast`` loggers are left alone.
+* ``ProgressBar``: a one-line bar redrawn in place on a terminal (iteration, loss terms, lr, images/s, ETA); when
+  the output is not a terminal it stays silent and the trainer's periodic log lines carry the same fields.
+* ``MetricsWriter``: ``<run_dir>/metrics.jsonl`` (one record per log or evaluation event) and ``metrics.csv`` (same
+  records; the header grows when a new field appears, e.g. ``seg`` once the segmentation loss starts).
+"""
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Dict, IO, List, Optional
+
+LOGGER_NAME = "toco_fast.run"
+LOG_FILE = "train.log"
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def setup_logger(run_dir: Optional[str], enabled: bool = True, stream: Optional[IO[str]] = None) -> logging.Logger:
+    """Configure the run logger: console (``stream``, default stdout) and ``<run_dir>/train.log``.
+
+    Non-main ranks pass ``enabled=False`` and log nothing. Handlers from a previous call are replaced, and the log
+    file is appended to, so a resumed run keeps its history.
+    """
+    logger = close_logger()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if enabled else logging.CRITICAL + 1)
+    if not enabled:
+        return logger
+    console = logging.StreamHandler(stream or sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if run_dir:
+        os.makedirs(run_dir, exist_ok=True)
+        file_handler = logging.FileHandler(os.path.join(run_dir, LOG_FILE), mode="a", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(file_handler)
+    return logger
+
+
+def close_logger() -> logging.Logger:
+    """Detach and close the run logger's handlers (its log file); returns the logger."""
+    logger = get_logger()
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    return logger
+
+
+def format_duration(seconds: float) -> str:
+    """``1:02:03`` style; ``--:--`` for an unknown duration."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def format_fields(fields: Dict[str, Any]) -> str:
+    """``name value`` pairs: floats with 4 significant digits (lr in scientific notation)."""
+    parts = []
+    for name, value in fields.items():
+        if isinstance(value, float):
+            text = f"{value:.3e}" if name == "lr" else f"{value:.4g}"
+        else:
+            text = str(value)
+        parts.append(f"{name} {text}")
+    return " | ".join(parts)
+
+
+class Throughput:
+    """Images per second and ETA from the training time only (evaluation and checkpoint pauses excluded)."""
+
+    def __init__(self, total_iters: int, start_iter: int = 0):
+        self.total_iters = total_iters
+        self.start_iter = start_iter
+        self.iter = start_iter
+        self.train_seconds = 0.0
+        self.images = 0
+        self._window_seconds = 0.0
+        self._window_images = 0
+
+    def add(self, iterations: int, images: int, seconds: float) -> None:
+        self.iter += iterations
+        self.train_seconds += seconds
+        self.images += images
+        self._window_seconds += seconds
+        self._window_images += images
+
+    def images_per_second(self) -> float:
+        return self.images / self.train_seconds if self.train_seconds > 0 else float("nan")
+
+    def window_images_per_second(self, reset: bool = True) -> float:
+        rate = self._window_images / self._window_seconds if self._window_seconds > 0 else float("nan")
+        if reset:
+            self._window_seconds, self._window_images = 0.0, 0
+        return rate
+
+    def eta_seconds(self) -> float:
+        done = self.iter - self.start_iter
+        if done <= 0:
+            return float("nan")
+        return (self.total_iters - self.iter) * self.train_seconds / done
+
+
+class RunningMeans:
+    """Running sums of scalar values over a log window (saved in checkpoints, so a resumed run logs the same
+    window means as an uninterrupted one)."""
+
+    def __init__(self, state: Optional[Dict[str, Dict]] = None) -> None:
+        self.sums: Dict[str, float] = dict(state["sums"]) if state else {}
+        self.counts: Dict[str, int] = dict(state["counts"]) if state else {}
+
+    def state_dict(self) -> Dict[str, Dict]:
+        return {"sums": dict(self.sums), "counts": dict(self.counts)}
+
+    def add(self, values: Dict[str, float]) -> None:
+        for name, value in values.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    def pop(self) -> Dict[str, float]:
+        means = {name: self.sums[name] / self.counts[name] for name in self.sums}
+        self.sums, self.counts = {}, {}
+        return means
+
+
+class ProgressBar:
+    """In-place progress line for terminals: ``[####......] 120/2000 | cls 0.31 | ... | 12.3 img/s | ETA 03:10``."""
+
+    def __init__(self, total: int, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None,
+                 width: int = 20, min_interval: float = 0.5):
+        self.total = total
+        self.stream = stream or sys.stdout
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.width = width
+        self.min_interval = min_interval
+        self._last_draw = 0.0
+        self._shown = False
+
+    def render(self, iteration: int, fields: Dict[str, Any], images_per_second: float, eta_seconds: float) -> str:
+        filled = int(self.width * min(iteration, self.total) / max(self.total, 1))
+        bar = "#" * filled + "." * (self.width - filled)
+        rate = f"{images_per_second:.2f} img/s" if math.isfinite(images_per_second) else "-- img/s"
+        body = format_fields(fields)
+        return f"[{bar}] {iteration}/{self.total} | {body} | {rate} | ETA {format_duration(eta_seconds)}"
+
+    def update(self, iteration: int, fields: Dict[str, Any], images_per_second: float, eta_seconds: float,
+               force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < self.min_interval:
+            return
+        self._last_draw = now
+        self.stream.write("\r\033[K" + self.render(iteration, fields, images_per_second, eta_seconds))
+        self.stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        """Erase the bar so a regular log line can be printed."""
+        if self.enabled and self._shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._shown = False
+
+
+class MetricsWriter:
+    """Append-only metrics in JSON lines and CSV.
+
+    Args:
+        run_dir: where ``metrics.jsonl`` / ``metrics.csv`` live.
+        keep_until: on resume, the iteration of the checkpoint; records logged after it (by the interrupted run)
+            are dropped so the files describe one consistent history.
+    """
+
+    def __init__(self, run_dir: str, keep_until: Optional[int] = None):
+        self.jsonl_path = os.path.join(run_dir, METRICS_JSONL)
+        self.csv_path = os.path.join(run_dir, METRICS_CSV)
+        self.records: List[Dict[str, Any]] = []
+        if keep_until is not None and os.path.exists(self.jsonl_path):
+            with open(self.jsonl_path, "r", encoding="utf-8") as f:
+                for line in f:
+                    line = line.strip()
+                    if line:
+                        record = json.loads(line)
+                        if record.get("iteration", 0) <= keep_until:
+                            self.records.append(record)
+        self.columns: List[str] = []
+        for record in self.records:
+            self._extend_columns(record)
+        self._rewrite()
+
+    def _extend_columns(self, record: Dict[str, Any]) -> bool:
+        new = [key for key in record if key not in self.columns]
+        self.columns.extend(new)
+        return bool(new)
+
+    def _rewrite(self) -> None:
+        with open(self.jsonl_path, "w", encoding="utf-8") as f:
+            for record in self.records:
+                f.write(json.dumps(record) + "\n")
+        with open(self.csv_path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.records)
+
+    def write(self, record: Dict[str, Any]) -> None:
+        record = {key: _jsonable(value) for key, value in record.items()}
+        self.records.append(record)
+        with open(self.jsonl_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._extend_columns(record):
+            self._rewrite()
+        else:
+            with open(self.csv_path, "a", encoding="utf-8", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(record)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
