@@ -177,19 +177,25 @@ def test_kernel_edge_cases_fp32(case, kernel_device):
         assert loss_k.item() == 0.5 and torch.count_nonzero(grad_k) == 0
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_kernel_low_precision(dtype, kernel_device):
-    batch, n, d = 2, 21, 40
-    tokens = _tokens(batch, n, d, kernel_device)
-    labels = random_labels(batch, n).to(kernel_device)
+def _kernel_torch_ref64(tokens, labels, dtype, grad_scale):
+    """(loss, grad) of the kernel and the reference in ``dtype``, and of the reference in float64."""
     results = {}
     for name, t, fn in (("kernel", tokens.to(dtype), lambda t: ptc_loss(t, labels, impl="triton")),
                         ("torch", tokens.to(dtype), lambda t: ptc_loss_reference(t, labels)),
                         ("ref64", tokens.double(), lambda t: ptc_loss_reference(t, labels))):
         t = t.detach().clone().requires_grad_(True)
         loss = fn(t)
-        loss.backward(torch.tensor(2.3, dtype=loss.dtype))
+        loss.backward(torch.tensor(grad_scale, dtype=loss.dtype, device=loss.device))
         results[name] = (loss.detach(), t.grad)
+    return results
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_kernel_low_precision(dtype, kernel_device):
+    batch, n, d = 2, 21, 40
+    tokens = _tokens(batch, n, d, kernel_device)
+    labels = random_labels(batch, n).to(kernel_device)
+    results = _kernel_torch_ref64(tokens, labels, dtype, grad_scale=2.3)
     assert results["kernel"][0].dtype == dtype and results["kernel"][1].dtype == dtype
     assert_close_lowprec(results["kernel"][0], results["torch"][0], results["ref64"][0], dtype, what="loss")
     scale = results["ref64"][1].abs().max()  # gradients are ~1/(N+ + 1): compare them on a unit scale
@@ -322,14 +328,7 @@ def test_mean_abs_cosine_bad_inputs():
 def test_kernel_gpu_sizes(batch, n, d, dtype):
     tokens = torch.randn(batch, n, d, device="cuda")
     labels = random_labels(batch, n, num_classes=6).cuda()
-    results = {}
-    for name, t, fn in (("kernel", tokens.to(dtype), lambda t: ptc_loss(t, labels, impl="triton")),
-                        ("torch", tokens.to(dtype), lambda t: ptc_loss_reference(t, labels)),
-                        ("ref64", tokens.double(), lambda t: ptc_loss_reference(t, labels))):
-        t = t.detach().clone().requires_grad_(True)
-        loss = fn(t)
-        loss.backward(torch.tensor(1.9, dtype=loss.dtype, device="cuda"))
-        results[name] = (loss.detach(), t.grad)
+    results = _kernel_torch_ref64(tokens, labels, dtype, grad_scale=1.9)
     scale = results["ref64"][1].abs().max()
     if dtype == torch.float32:
         assert_close_fp32(results["kernel"][0], results["ref64"][0], what="loss")
