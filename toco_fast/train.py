@@ -417,8 +417,11 @@ class Trainer:
         active = loss_weights(self.cfg.loss, self.iteration)
         if self.energy is None:
             active.pop("reg", None)
-        self.logger.info(f"loss terms at iteration {self.iteration}: {active}; seg/reg start after iteration "
-                         f"{self.cfg.loss.seg_start_iter}, ptc/ctc after {self.cfg.loss.contrast_start_iter}")
+        def starts(first_off: int) -> str:
+            return "from the start" if first_off < 0 else f"after iteration {first_off}"
+
+        self.logger.info(f"loss terms at iteration {self.iteration}: {active}; seg/reg "
+                         f"{starts(self.cfg.loss.seg_start_iter)}, ptc/ctc {starts(self.cfg.loss.contrast_start_iter)}")
 
 
 def _check_fresh_run_dir(run_dir: str, resumed: bool) -> None:
