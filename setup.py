@@ -86,8 +86,9 @@ setup(
     package_dir={"toco_fast.kernels": "kernels", "toco_fast.configs": "configs"},
     package_data={"toco_fast.configs": ["*.yaml"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "timm>=1.0", "numpy", "pillow", "pyyaml", "safetensors"],
-    extras_require={"triton": ["triton"], "test": ["pytest"], "xformers": ["xformers"]},
+    install_requires=["torch>=2.4", "torchvision", "timm>=1.0", "numpy", "pillow", "pyyaml", "safetensors"],
+    extras_require={"triton": ["triton"], "test": ["pytest", "pydensecrf2"], "xformers": ["xformers"],
+                    "coco": ["pycocotools"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
