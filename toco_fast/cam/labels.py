@@ -7,14 +7,14 @@ host synchronisation.
 ``img_box`` everywhere is ``[B, 4]`` (a tensor, array or sequence) of ``(h_start, h_end, w_start, w_end)``
 non-negative integers: the part of the crop that holds image rather than padding, as ``random_crop`` records it.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from toco_fast.img_box import BoxLike, as_boxes, box_mask
 from toco_fast.ops._checks import check_tensor
 
-BoxLike = Union[torch.Tensor, Sequence[Sequence[int]]]
 
 _INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 # A local crop whose ROI sum (uncertain 1, foreground 2) per pixel is at most this is a negative (background) crop.
@@ -52,7 +52,7 @@ def cam_to_label(cam: torch.Tensor, cls_label: torch.Tensor, img_box: Optional[B
     if ignore_mid:
         label = label.masked_fill(cam_value <= high_thre, ignore_index)
         label = label.masked_fill(cam_value <= low_thre, 0)
-    inside = _box_mask(img_box, cam.shape[0], cam.shape[-2:], cam.device)
+    inside = box_mask(img_box, cam.shape[0], cam.shape[-2], cam.shape[-1], cam.device)
     return valid_cam, label.masked_fill(~inside, ignore_index)
 
 
@@ -176,28 +176,10 @@ def _valid_cam(cam: torch.Tensor, cls_label: torch.Tensor) -> torch.Tensor:
     return cls_label[:, :, None, None] * cam
 
 
-def _as_boxes(img_box: BoxLike, batch: int, device: torch.device) -> torch.Tensor:
-    boxes = torch.as_tensor(img_box).to(device=device, dtype=torch.int64)
-    if boxes.shape != (batch, 4):
-        raise ValueError(f"img_box: expected [B,4] = ({batch}, 4) boxes (h_start, h_end, w_start, w_end), "
-                         f"got shape {tuple(boxes.shape)}")
-    return boxes
-
-
-def _box_mask(img_box: BoxLike, batch: int, size: Sequence[int], device: torch.device) -> torch.Tensor:
-    """``[B, H, W]`` bool, True inside ``[h0:h1, w0:w1]`` (slice semantics, clipped to the map)."""
-    boxes = _as_boxes(img_box, batch, device)
-    rows = torch.arange(size[0], device=device)
-    cols = torch.arange(size[1], device=device)
-    in_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])
-    in_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])
-    return in_rows[:, :, None] & in_cols[:, None, :]
-
-
 def _box_to_grid(img_box: BoxLike, batch: int, image_hw: Tuple[int, int], grid_hw: Tuple[int, int],
                  device: torch.device) -> torch.Tensor:
     """Rescale pixel boxes to token rows/columns whose centres lie inside the box."""
-    boxes = _as_boxes(img_box, batch, device).to(torch.float64)
+    boxes = as_boxes(img_box, batch, device).to(torch.float64)
     out = torch.empty_like(boxes)
     for axis, (pixels, cells) in enumerate(zip(image_hw, grid_hw)):
         step = pixels / cells

@@ -6,11 +6,12 @@ variants are stacked along the channel axis (they share the image, hence the aff
 present classes are padded with zero channels that the PAR kernel skips (``num_valid``) and the argmax excludes.
 PAR propagates each channel independently, so the result equals the per-image computation.
 """
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from toco_fast.img_box import BoxLike, box_mask
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops.par import DEFAULT_DILATIONS, par
 
@@ -39,21 +40,6 @@ def _validate(images, cams, cls_labels, img_box, down_scale) -> None:
                          f"got {len(img_box)}")
 
 
-def box_mask(img_box: Union[torch.Tensor, Sequence[Sequence[int]], None], batch: int, height: int, width: int,
-             device: torch.device) -> torch.Tensor:
-    """[B,H,W] bool, True inside each image's valid box (h0, h1, w0, w1), Python slice bounds; all True if None."""
-    if img_box is None:
-        return torch.ones((batch, height, width), dtype=torch.bool, device=device)
-    box = torch.as_tensor(img_box).reshape(-1, 4).to(device=device, dtype=torch.long)
-    if (box < 0).any():
-        raise ValueError(f"img_box: coordinates must be >= 0, got {box.tolist()}")
-    rows = torch.arange(height, device=device)
-    cols = torch.arange(width, device=device)
-    in_rows = (rows[None, :] >= box[:, 0:1]) & (rows[None, :] < box[:, 1:2])
-    in_cols = (cols[None, :] >= box[:, 2:3]) & (cols[None, :] < box[:, 3:4])
-    return in_rows[:, :, None] & in_cols[:, None, :]
-
-
 def _argmax_label(scores: torch.Tensor, slot: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     """Class index of the best valid slot. scores [B,2K',H,W]; slot [B,K'] index into scores, -1 = padding;
     keys [B,K'] class index per slot. Returns [B,H,W] long."""
@@ -66,7 +52,7 @@ def _argmax_label(scores: torch.Tensor, slot: torch.Tensor, keys: torch.Tensor) 
 @torch.no_grad()
 def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: torch.Tensor,
                          high_thre: float = 0.7, low_thre: float = 0.25, ignore_index: int = 255,
-                         img_box: Union[torch.Tensor, Sequence[Sequence[int]], None] = None, down_scale: int = 2,
+                         img_box: Optional[BoxLike] = None, down_scale: int = 2,
                          dilations: Sequence[int] = DEFAULT_DILATIONS, num_iter: int = 10,
                          par_fn: Optional[ParFn] = None, impl: Optional[str] = None) -> torch.Tensor:
     """Refined pseudo-labels of the official ``refine_cams_with_bkg_v2``, for the whole batch in one PAR call.

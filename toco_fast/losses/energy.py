@@ -15,12 +15,13 @@ filters with rloss's OpenMP lattice; here the same lattice runs on the tensors' 
 Deliberate differences: the loss is a 0-d float32 tensor on the probabilities' device (the official returns a
 one-element tensor); ``energy_loss`` also accepts ``img_box=None`` (no crop: every pixel counts).
 """
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from toco_fast.img_box import BoxLike, box_mask
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops.bilateral import bilateral_filter
 
@@ -132,37 +133,8 @@ class DenseEnergyLoss(nn.Module):
                 f"scale_factor={self.scale_factor}")
 
 
-def crop_mask(img_box: Optional[Union[torch.Tensor, Sequence[Sequence[int]]]], batch: int, height: int, width: int,
-              device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """[B, H, W] mask that is 1 on ``[y0:y1, x0:x1]`` of each image (Python slice semantics) and 0 elsewhere.
-
-    ``img_box`` is [B, 4] rows (y0, y1, x0, x1), as ToCo's dataloader returns; None means the whole image.
-    Built on ``device`` without a host round trip per image.
-    """
-    if img_box is None:
-        return torch.ones(batch, height, width, device=device, dtype=dtype)
-    boxes = torch.as_tensor(img_box).to(device=device, dtype=torch.long)
-    if boxes.shape != (batch, 4):
-        raise ValueError(f"img_box: expected [B,4] rows (y0, y1, x0, x1) with B={batch}, got shape "
-                         f"{tuple(boxes.shape)}")
-
-    def bounds(lo, hi, size):
-        # Python slicing: negative indices count from the end, then everything is clipped to [0, size].
-        lo = torch.where(lo < 0, lo + size, lo).clamp(0, size)
-        hi = torch.where(hi < 0, hi + size, hi).clamp(0, size)
-        return lo[:, None], hi[:, None]
-
-    y0, y1 = bounds(boxes[:, 0], boxes[:, 1], height)
-    x0, x1 = bounds(boxes[:, 2], boxes[:, 3], width)
-    rows = torch.arange(height, device=device)[None]
-    cols = torch.arange(width, device=device)[None]
-    inside_rows = (rows >= y0) & (rows < y1)
-    inside_cols = (cols >= x0) & (cols < x1)
-    return (inside_rows[:, :, None] & inside_cols[:, None, :]).to(dtype)
-
-
 def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
-                img_box: Optional[Union[torch.Tensor, Sequence[Sequence[int]]]], loss_layer: DenseEnergyLoss,
+                img_box: Optional[BoxLike], loss_layer: DenseEnergyLoss,
                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """Official ``get_energy_loss``: softmax the logits, build the crop-box ROI, denormalise the images to 0-255
     and call ``loss_layer``.
@@ -185,6 +157,6 @@ def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
         raise ValueError(f"images: expected [B,3,H,W] with 3 mean/std values, got shape {tuple(images.shape)}")
     probs = F.softmax(logits, dim=1)
     b, _, h, w = probs.shape
-    rois = crop_mask(img_box, b, h, w, probs.device, probs.dtype)
+    rois = box_mask(img_box, b, h, w, probs.device).to(probs.dtype)
     denormalised = torch.stack([images[:, c] * std[c] + mean[c] for c in range(3)], dim=1)
     return loss_layer(denormalised, probs, rois, label.to(torch.uint8).unsqueeze(1))
