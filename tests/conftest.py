@@ -1,11 +1,15 @@
-"""Shared test set-up.
+"""Shared test set-up. The suite mirrors the package: ``tests/<subpackage>/test_*.py``; helpers shared by several
+folders (``tolerances``, ``lattice_helpers``) live here and are importable from every test file.
 
 Without a GPU the Triton kernels run under the interpreter, which reads TRITON_INTERPRET when ``@triton.jit``
 decorates a function, so it is set here, before any kernel module is imported.
 """
 import os
+import sys
 
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

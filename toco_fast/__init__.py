@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 
 def info() -> str:
     """Return a short report of what this installation can use (CUDA, Triton, extension, xformers)."""
-    from toco_fast._info import availability_report
+    from toco_fast.cli.info import availability_report
 
     return availability_report()

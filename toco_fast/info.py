@@ -1,5 +1,7 @@
-"""``python -m toco_fast.info``: print what this installation can use."""
-from toco_fast._info import availability_report
+"""``python -m toco_fast.info``: see ``toco_fast.cli.info``."""
+import sys
+
+from toco_fast.cli.info import main
 
 if __name__ == "__main__":
-    print(availability_report())
+    sys.exit(main())

@@ -34,11 +34,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 
-IMAGENET_MEAN: Tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
-_MEAN_NP = np.array(IMAGENET_MEAN, dtype=np.float32)
-_STD_NP = np.array(IMAGENET_STD, dtype=np.float32)
-
+from .imagenet import normalize
 
 def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
     """The seed of one sample's augmentation: a pure function of (seed, epoch, index), all >= 0."""
@@ -46,28 +42,6 @@ def sample_seed(seed: int, epoch: int, index: int) -> np.random.SeedSequence:
         if not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
     return np.random.SeedSequence([int(seed), int(epoch), int(index)])
-
-
-def normalize(image) -> torch.Tensor:
-    """uint8 ``[H, W, 3]`` array or RGB PIL image -> ImageNet-normalised float32 ``[3, H, W]``
-    (``ToTensor`` then ``Normalize``, bit for bit)."""
-    # float32 numpy in HWC order: the same IEEE operations as ToTensor + Normalize, several times faster than
-    # torch on the strided HWC view.
-    array = np.asarray(image, dtype=np.uint8).astype(np.float32)
-    array /= np.float32(255)
-    array -= _MEAN_NP
-    array /= _STD_NP
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-
-
-def denormalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Undo ``normalize``: ``[..., 3, H, W]`` float -> uint8 in 0..255 (official ``denormalize_img``: truncation).
-
-    Divide by 255 for the official ``denormalize_img2`` (the PAR input).
-    """
-    mean = images.new_tensor(IMAGENET_MEAN).view(3, 1, 1) * 255
-    std = images.new_tensor(IMAGENET_STD).view(3, 1, 1) * 255
-    return (images * std + mean).clamp(0, 255).to(torch.uint8)
 
 
 def rescale(image: np.ndarray, ratio: float) -> np.ndarray:

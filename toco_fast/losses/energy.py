@@ -15,18 +15,19 @@ filters with rloss's OpenMP lattice; here the same lattice runs on the tensors' 
 Deliberate differences: the loss is a 0-d float32 tensor on the probabilities' device (the official returns a
 one-element tensor); ``energy_loss`` also accepts ``img_box=None`` (no crop: every pixel counts).
 """
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toco_fast.img_box import BoxLike, box_mask
+from toco_fast.config import LossConfig
+from toco_fast.data import denormalize
+from toco_fast.method.img_box import BoxLike, box_mask
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops.bilateral import bilateral_filter
+from toco_fast.ops.extension import extension
 
-IMAGENET_MEAN = (123.675, 116.28, 103.53)
-IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def energy_gate(probs: torch.Tensor, rois: torch.Tensor, unlabelled: torch.Tensor) -> torch.Tensor:
@@ -134,10 +135,10 @@ class DenseEnergyLoss(nn.Module):
 
 
 def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
-                img_box: Optional[BoxLike], loss_layer: DenseEnergyLoss,
-                mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+                img_box: Optional[BoxLike], loss_layer: DenseEnergyLoss, *,
+                pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Official ``get_energy_loss``: softmax the logits, build the crop-box ROI, denormalise the images to 0-255
-    and call ``loss_layer``.
+    (``toco_fast.data.imagenet.denormalize``, the official constants) and call ``loss_layer``.
 
     Args:
         images: [B, 3, H, W] ImageNet-normalised images.
@@ -145,7 +146,7 @@ def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
         label: [B, H, W] pseudo labels (255 = unlabelled); cast to uint8 like the official code.
         img_box: [B, 4] crop boxes (y0, y1, x0, x1), or None for no crop.
         loss_layer: a ``DenseEnergyLoss``.
-        mean, std: the normalisation to undo, per channel.
+        pixels: ``denormalize(images)`` when the caller already has it (the training step shares it with PAR).
 
     Returns:
         0-d loss on ``logits``' device.
@@ -153,10 +154,22 @@ def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
     check_tensor("images", images, ndim=4, floating=True, shape_doc="[B,3,H,W]")
     check_tensor("logits", logits, ndim=4, floating=True, shape_doc="[B,K,H,W]")
     check_tensor("label", label, ndim=3, shape_doc="[B,H,W]")
-    if images.shape[1] != 3 or len(mean) != 3 or len(std) != 3:
-        raise ValueError(f"images: expected [B,3,H,W] with 3 mean/std values, got shape {tuple(images.shape)}")
     probs = F.softmax(logits, dim=1)
     b, _, h, w = probs.shape
     rois = box_mask(img_box, b, h, w, probs.device).to(probs.dtype)
-    denormalised = torch.stack([images[:, c] * std[c] + mean[c] for c in range(3)], dim=1)
-    return loss_layer(denormalised, probs, rois, label.to(torch.uint8).unsqueeze(1))
+    if pixels is None:
+        pixels = denormalize(images)
+    return loss_layer(pixels, probs, rois, label.to(torch.uint8).unsqueeze(1))
+
+
+def build_energy_loss(cfg: LossConfig) -> Optional[DenseEnergyLoss]:
+    """The ``reg`` term's loss layer with the configured weight and bandwidths, or None when ``w_reg`` is 0.
+
+    Raises:
+        RuntimeError: the compiled lattice extension it runs on is missing (the message says how to build it).
+    """
+    if cfg.w_reg == 0:
+        return None
+    extension("reg loss (DenseEnergyLoss)")
+    return DenseEnergyLoss(weight=cfg.energy_weight, sigma_rgb=cfg.energy_sigma_rgb, sigma_xy=cfg.energy_sigma_xy,
+                           scale_factor=cfg.energy_scale_factor)

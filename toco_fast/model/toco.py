@@ -9,8 +9,8 @@ Differences from the official ``model/model_seg_neg.py`` ``network`` (same resul
   teacher head. The local crops get their own pass, as officially.
 - The teacher EMA is not done inside ``forward``; the trainer calls ``update_teacher()`` before each forward
   (the official code updates at the start of ``forward_proj``, i.e. also before the projections).
-- ``cam_only=True`` returns ``(cam, cam_aux)`` (the official returns ``(cam_aux, cam)``), runs under no_grad and
-  skips the decoder, whose output the official computes and discards.
+- ``forward_cams`` returns ``(cam, cam_aux)`` (the official ``cam_only`` forward returns ``(cam_aux, cam)``), runs
+  under no_grad and skips the decoder, whose output the official computes and discards.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -131,7 +131,7 @@ class ToCo(nn.Module):
                 for name, params, group_lr in groups]
 
     def forward(self, images: torch.Tensor, view2: Optional[torch.Tensor] = None,
-                local_crops: Optional[torch.Tensor] = None, cam_only: bool = False):
+                local_crops: Optional[torch.Tensor] = None) -> ToCoOutput:
         """Run ToCo.
 
         Args:
@@ -139,17 +139,11 @@ class ToCo(nn.Module):
             view2: [B, 3, H, W], the second global CTC view, or None (then no projections are returned).
             local_crops: [L*B, 3, h', w'] crop-major (crop 0 of every image, then crop 1, ...), or None;
                 needs ``view2``.
-            cam_only: return ``(cam, cam_aux)`` instead, each [B, C-1, H/16, W/16]: the final and auxiliary
-                feature maps through the classifier weights (1x1 conv, no pooling), computed without grad.
 
         Returns:
-            ``ToCoOutput``, or ``(cam, cam_aux)`` when ``cam_only``.
+            ``ToCoOutput`` (CAMs alone: ``forward_cams``).
         """
         grid = self.encoder.check_input("images", images)
-        if cam_only:
-            if view2 is not None or local_crops is not None:
-                raise ValueError("cam_only: view2 and local_crops must be None when cam_only=True")
-            return self.forward_cams(images)
         batch = images.shape[0]
         if view2 is not None:
             self.encoder.check_input("view2", view2)

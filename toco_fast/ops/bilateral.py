@@ -21,7 +21,7 @@ from typing import Tuple
 import torch
 
 from toco_fast.ops._checks import check_same_device, check_tensor
-from toco_fast.ops._extension import check_contiguous, check_sigma, extension
+from toco_fast.ops.extension import check_contiguous, check_sigma, extension
 
 _IMAGE_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from toco_fast.ops._checks import check_same_device, check_tensor
-from toco_fast.ops._extension import check_contiguous, check_sigma, extension
+from toco_fast.ops.extension import check_contiguous, check_sigma, extension
 from toco_fast.ops.bilateral import check_image_values, check_images, pixel_features_reference
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]

@@ -1,10 +1,8 @@
-"""Process-group set-up for ``torchrun`` and the few collective helpers the trainer needs.
+"""Process-group set-up for ``torchrun`` and the device each process runs on.
 
 A plain ``python -m toco_fast.train`` is a world of one and never touches ``torch.distributed``; under ``torchrun``
 (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` in the environment) each process binds its GPU and joins an NCCL group
-(gloo on CPU). The training step (``toco_fast.train_step.TrainStepModule``, whose output is the loss) is wrapped
-in DistributedDataParallel with ``find_unused_parameters=True`` because terms switch on and off over the schedule
-(the decoder gets no gradient before ``seg_start_iter``, the projection head none while CTC is off).
+(gloo on CPU).
 """
 import os
 from dataclasses import dataclass
@@ -12,7 +10,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 
 
 @dataclass(frozen=True)
@@ -55,28 +52,18 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
-    """Mean of ``value`` over ranks (the value itself in a world of one)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / dist.get_world_size()
-
-
-def wrap_ddp(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Module:
-    """DistributedDataParallel around ``model`` when the world has several ranks, else the module itself."""
-    if not info.enabled:
-        return model
-    device_ids = [device.index if device.index is not None else info.local_rank] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside a DDP / FSDP wrapper."""
-    return model.module if hasattr(model, "module") else model
+def resolve_device(name: str, local_rank: int = 0, argument: str = "device") -> torch.device:
+    """The device for ``name``: ``auto`` -> this rank's GPU when CUDA is available, else the CPU; ``cuda`` ->
+    ``cuda:<local_rank>``. Raises ValueError naming ``argument`` when CUDA is asked for but not available."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"{argument}: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{argument}: {name!r} requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", local_rank)
+    return device

@@ -11,7 +11,7 @@ The step mirrors the official VOC / COCO loops (rulixiang/ToCo ``scripts/dist_tr
    PAR-refined pseudo labels of the final CAM (aux CAM early in the COCO schedule); ``reg`` (dense energy loss on
    the same labels); ``ptc`` (patch-token contrast of the final tokens against aux-CAM token labels).
 
-Deliberate difference: a term whose weight is 0 at this iteration (``toco_fast.schedule.loss_weights``) is not
+Deliberate difference: a term whose weight is 0 at this iteration (``toco_fast.method.schedule.loss_weights``) is not
 computed at all, nor is anything only it needs (the official computes every term and multiplies by 0.0, so a NaN
 in an unused term still poisons the loss, and the projection pass runs even while CTC is off).
 
@@ -20,54 +20,27 @@ gradient scaling are the caller's business: it returns the weighted loss and the
 term.
 """
 import contextlib
-from dataclasses import dataclass
 from typing import Callable, ContextManager, Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from toco_fast.config import Config
-from toco_fast.distributed import unwrap
-from toco_fast.schedule import loss_weights, pseudo_label_cam
-
-
-@dataclass
-class TrainBatch:
-    """The tensors one step needs, on the training device (``toco_fast.data`` training items, collated).
-
-    Attributes:
-        images: ``[B, 3, H, W]`` float, normalised main view (``inputs`` in the official script).
-        cls_labels: ``[B, C-1]`` float multi-hot image labels.
-        img_box: ``[B, 4]`` int64 ``(h_start, h_end, w_start, w_end)`` of the image inside the padded crop.
-        view2: ``[B, 3, H, W]`` float, second global view (``crops[1]``).
-        local_source: ``[B, 3, H, W]`` float, the view local crops are cut from (``crops[2]``).
-    """
-
-    images: torch.Tensor
-    cls_labels: torch.Tensor
-    img_box: torch.Tensor
-    view2: Optional[torch.Tensor] = None
-    local_source: Optional[torch.Tensor] = None
-
-
-class EnergyTerm:
-    """The regularisation loss: ``toco_fast.losses.energy.energy_loss`` (the official ``get_energy_loss``) with a
-    ``DenseEnergyLoss`` of the configured weight and bandwidths, on fp32 logits."""
-
-    def __init__(self, weight: float, sigma_rgb: float, sigma_xy: float, scale_factor: float):
-        from toco_fast.losses.energy import DenseEnergyLoss
-
-        self.loss = DenseEnergyLoss(weight=weight, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale_factor=scale_factor)
-
-    def __call__(self, images: torch.Tensor, seg_logits: torch.Tensor, pseudo_labels: torch.Tensor,
-                 img_box: torch.Tensor) -> torch.Tensor:
-        from toco_fast.losses.energy import energy_loss
-
-        return energy_loss(images.float(), seg_logits.float(), pseudo_labels, img_box, self.loss)
+from toco_fast.data import TrainBatch, denormalize
+from toco_fast.losses.ctc import ctc_loss
+from toco_fast.losses.energy import DenseEnergyLoss, energy_loss
+from toco_fast.losses.seg import seg_loss
+from toco_fast.method.cam import multi_scale_cam
+from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi
+from toco_fast.method.labels import cam_to_label, token_labels_from_cam
+from toco_fast.method.refine import refine_cams_with_bkg
+from toco_fast.method.schedule import loss_weights, pseudo_label_cam
+from toco_fast.ops.ptc import mean_abs_cosine, ptc_loss
+from toco_fast.parallel.wrap import unwrap
 
 
 def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter: int,
-               energy: Optional[Callable[..., torch.Tensor]] = None,
+               energy: Optional[DenseEnergyLoss] = None,
                autocast: Callable[[], ContextManager] = contextlib.nullcontext,
                probe: bool = False) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Compute the ToCo loss of one batch at iteration ``n_iter`` (0-based).
@@ -77,7 +50,7 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
         batch: the views, on the model's device.
         cfg: the training config (loss weights / schedule, CAM thresholds, crop sizes).
         n_iter: 0-based iteration, for the loss schedule.
-        energy: the ``reg`` term (an ``EnergyTerm``); None turns ``reg`` off (extension not built).
+        energy: the ``reg`` term's loss layer; None turns ``reg`` off (extension not built).
         autocast: a context-manager factory for the mixed-precision region (forwards only; losses run in fp32).
         probe: also return ``probe_final`` / ``probe_aux``, the mean |cos| between tokens (over-smoothing probe).
 
@@ -91,16 +64,12 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
     cams = cams_aux = None
     need_cams = any(name in weights for name in ("ctc", "seg", "reg", "ptc"))
     if need_cams:
-        from toco_fast.cam.multiscale import multi_scale_cam
-
         with autocast():
             cams, cams_aux = multi_scale_cam(bare, batch.images, scales=cfg.cam.scales)
         cams, cams_aux = cams.float(), cams_aux.float()
 
     view2 = local_crops = flags = None
     if "ctc" in weights:
-        from toco_fast.cam.labels import cam_to_roi_mask, crop_from_roi
-
         if batch.view2 is None or batch.local_source is None:
             raise ValueError("batch: CTC needs view2 and local_source")
         roi_mask = cam_to_roi_mask(cams_aux, batch.cls_labels, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
@@ -116,8 +85,6 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
     terms["cls"] = F.multilabel_soft_margin_loss(out.cls_logits.float(), batch.cls_labels.float())
     terms["cls_aux"] = F.multilabel_soft_margin_loss(out.aux_cls_logits.float(), batch.cls_labels.float())
     if "ctc" in weights:
-        from toco_fast.losses.ctc import ctc_loss
-
         terms["ctc"] = ctc_loss(out.student_proj.float(), out.teacher_proj.float(), flags, temp=cfg.loss.ctc_temp)
     if "seg" in weights or "reg" in weights:
         label_cams = cams_aux if pseudo_label_cam(cfg.loss, n_iter) == "aux" else cams
@@ -128,8 +95,6 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
     loss = sum(weights[name] * terms[name] for name in weights)
     report = {name: value.detach() for name, value in terms.items()}
     if probe:
-        from toco_fast.ops.ptc import mean_abs_cosine
-
         with torch.no_grad():
             report["probe_final"] = mean_abs_cosine(_tokens(out.features).float()).mean()
             report["probe_aux"] = mean_abs_cosine(_tokens(out.aux_features).float()).mean()
@@ -159,36 +124,28 @@ def _tokens(feature_map: torch.Tensor) -> torch.Tensor:
 
 
 def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, cfg: Config,
-               weights: Mapping[str, float], energy: Optional[Callable[..., torch.Tensor]]) -> Dict[str, torch.Tensor]:
+               weights: Mapping[str, float], energy: Optional[DenseEnergyLoss]) -> Dict[str, torch.Tensor]:
     """``seg`` / ``reg`` on PAR-refined pseudo labels of ``cams`` (the official ``refine_cams_with_bkg_v2`` path)."""
-    from toco_fast.cam.labels import cam_to_label
-    from toco_fast.cam.refine import refine_cams_with_bkg
-    from toco_fast.data.transforms import denormalize_uint8
-
     thresholds = dict(bkg_thre=cfg.cam.bkg_thre, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
     valid_cam, _ = cam_to_label(cams, batch.cls_labels, img_box=batch.img_box, ignore_mid=True,
                                 ignore_index=cfg.data.ignore_index, **thresholds)
-    # PAR sees the image as the official denormalize_img2 makes it: uint8-quantised, scaled to [0, 1].
-    unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
+    pixels = denormalize(batch.images.float())
+    # PAR sees the image as the official denormalize_img2 makes it: uint8-truncated, scaled to [0, 1].
+    unit_images = pixels.to(torch.uint8).float() / 255.0
     pseudo = refine_cams_with_bkg(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
                                   low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index,
                                   img_box=batch.img_box).long()
     segs = F.interpolate(seg_logits.float(), size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
     terms = {}
     if "seg" in weights:
-        from toco_fast.losses.seg import seg_loss
-
         terms["seg"] = seg_loss(segs, pseudo, ignore_index=cfg.data.ignore_index)
     if "reg" in weights:
-        terms["reg"] = energy(batch.images, segs, pseudo, batch.img_box)
+        terms["reg"] = energy_loss(batch.images.float(), segs, pseudo, batch.img_box, energy, pixels=pixels)
     return terms
 
 
 def _ptc_term(features: torch.Tensor, cams_aux: torch.Tensor, batch: TrainBatch, cfg: Config) -> torch.Tensor:
     """Patch-token contrast of the final tokens against token labels from the aux CAM."""
-    from toco_fast.cam.labels import token_labels_from_cam
-    from toco_fast.ops.ptc import ptc_loss
-
     grid = tuple(features.shape[-2:])
     labels = token_labels_from_cam(cams_aux, batch.cls_labels, batch.img_box, grid_hw=grid,
                                    bkg_thre=cfg.cam.bkg_thre, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre,

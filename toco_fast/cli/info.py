@@ -1,20 +1,15 @@
-"""What this installation can use; ``python -m toco_fast.info`` prints it."""
+"""``python -m toco_fast.info``: what this installation can use (CUDA, Triton, the compiled extension, xformers)."""
 import importlib.util
 import os
-
-
-def _extension_status() -> str:
-    try:
-        from toco_fast import _C  # noqa: F401
-    except ImportError as exc:
-        return f"not built ({exc}); run `pip install -e .` with a compiler available"
-    return "built"
+from typing import Optional, Sequence
 
 
 def availability_report() -> str:
+    """A few lines: versions, the GPU, Triton, xformers, the ``toco_fast._C`` extension and the kernel knob."""
     import torch
 
     import toco_fast
+    from toco_fast.ops.extension import extension_status
 
     lines = [
         f"toco_fast {toco_fast.__version__}",
@@ -23,7 +18,12 @@ def availability_report() -> str:
         f"triton: {'installed' if importlib.util.find_spec('triton') else 'missing'}"
         f" (TRITON_INTERPRET={os.environ.get('TRITON_INTERPRET', '0')})",
         f"xformers: {'installed' if importlib.util.find_spec('xformers') else 'missing'}",
-        f"toco_fast._C extension: {_extension_status()}",
+        f"toco_fast._C extension: {extension_status()}",
         f"TOCO_FAST_KERNELS={os.environ.get('TOCO_FAST_KERNELS', 'auto')}",
     ]
     return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    print(availability_report())
+    return 0

@@ -1,6 +1,7 @@
-"""Learning-rate and loss-weight schedules of the official ToCo training scripts.
+"""The optimizer and learning-rate schedule of the official ToCo training (``PolyWarmupAdamW`` in rulixiang/ToCo
+``utils/optimizer.py``).
 
-Learning rate (``PolyWarmupAdamW`` in rulixiang/ToCo ``utils/optimizer.py``): the optimizer step with 0-based index
+AdamW over ``ToCo.param_groups`` (backbone lr, heads and decoder 10x). The optimizer step with 0-based index
 ``step`` uses ``base_lr * m(step)`` with
 
     m(step) = 1 - (1 - step / warmup_iters) * (1 - warmup_ratio)      if step < warmup_iters   (linear warm-up)
@@ -8,17 +9,22 @@ Learning rate (``PolyWarmupAdamW`` in rulixiang/ToCo ``utils/optimizer.py``): th
 
 and past ``max_iters`` the last rate is kept. The poly part counts from 0, not from the end of the warm-up, so the
 rate drops from ~1 to (1 - warmup_iters / max_iters) ** power at the boundary, exactly as in the official code.
-
-Loss weights (``scripts/dist_train_{voc,coco}_seg_neg.py``): a term is off while ``n_iter <= start`` (the official
-comparisons), and a term that is off or has weight 0 is not computed at all.
 """
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 
-from toco_fast.config import LossConfig
+from toco_fast.config import Config
 
-LOSS_TERMS = ("cls", "cls_aux", "ptc", "ctc", "seg", "reg")
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> Tuple[torch.optim.Optimizer, "PolyWarmupSchedule"]:
+    """AdamW over ``model.param_groups`` (backbone lr, heads 10x) with the official warm-up + poly schedule."""
+    groups = model.param_groups(cfg.optim.lr, cfg.optim.weight_decay)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+                                  weight_decay=cfg.optim.weight_decay)
+    schedule = PolyWarmupSchedule(optimizer, warmup_iters=cfg.optim.warmup_iters, max_iters=cfg.train.max_iters,
+                                  warmup_ratio=cfg.optim.warmup_ratio, power=cfg.optim.power)
+    return optimizer, schedule
 
 
 def poly_warmup_multiplier(step: int, *, warmup_iters: int, max_iters: int, warmup_ratio: float,
@@ -79,18 +85,3 @@ class PolyWarmupSchedule:
                              f"{len(self.optimizer.param_groups)} param groups")
         for group, lr in zip(self.optimizer.param_groups, base_lrs):
             group["initial_lr"] = lr
-
-
-def loss_weights(cfg: LossConfig, n_iter: int) -> Dict[str, float]:
-    """Weights of the terms used at iteration ``n_iter`` (0-based); terms that are off are absent."""
-    weights = {"cls": cfg.w_cls, "cls_aux": cfg.w_cls_aux}
-    if n_iter > cfg.contrast_start_iter:
-        weights.update(ptc=cfg.w_ptc, ctc=cfg.w_ctc)
-    if n_iter > cfg.seg_start_iter:
-        weights.update(seg=cfg.w_seg, reg=cfg.w_reg)
-    return {name: w for name, w in weights.items() if w != 0.0}
-
-
-def pseudo_label_cam(cfg: LossConfig, n_iter: int) -> str:
-    """Which CAM the segmentation pseudo labels come from at ``n_iter``: ``"aux"`` or ``"final"``."""
-    return "aux" if n_iter <= cfg.aux_pseudo_label_until else "final"

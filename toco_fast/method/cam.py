@@ -2,17 +2,16 @@
 
 For every scale (1.0 first, then the other scales in the given order; a 1.0 in ``scales`` is not repeated), the
 images are resized bilinearly (``align_corners=False``), stacked with their horizontal flips into one ``[2B]`` batch
-and passed once through ``model(x, cam_only=True)``. Each CAM is resized back to the input size bilinearly
+and passed once through ``model.forward_cams(x)``. Each CAM is resized back to the input size bilinearly
 (``align_corners=False``), fused with its un-flipped mirror by an elementwise max and passed through ReLU; the scales
 are summed, and each ``[H, W]`` class map is min-max normalised as ``(x - min) / (max - min + 1e-5)``.
 
 Scaled sizes follow the official ``int(s * H)``, ``int(s * W)`` (224 and 672 for 448 px at 0.5 and 1.5). The model
-only takes multiples of its patch size (``model.patch_size``, or ``model.module.patch_size`` through a DDP wrapper;
-1 when absent), so a size that is not one is rounded to the nearest multiple (halves round up, never below one
+only takes multiples of its patch size (``model.patch_size``, 1 when absent), so a size that is not one is rounded to the nearest multiple (halves round up, never below one
 patch); this also applies to scale 1.0 when the input size itself is not a multiple. Where ``int(s * H)`` already is
 a multiple nothing changes.
 
-The model's ``cam_only`` output order is ``(cam, cam_aux)`` (the official network returns ``(cam_aux, cam)``).
+``forward_cams`` returns ``(cam, cam_aux)`` (the official ``cam_only`` forward returns ``(cam_aux, cam)``).
 fp16/bf16 CAMs are fused and normalised in fp32.
 """
 import math
@@ -33,7 +32,8 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor,
     """Flip- and scale-fused, min-max normalised CAMs of the final and the auxiliary classifier.
 
     Args:
-        model: a module whose ``model(x, cam_only=True)`` returns ``(cam, cam_aux)``, each ``[2B, C-1, h, w]``.
+        model: the bare ToCo (not a DDP / compile wrapper), or any module whose ``forward_cams(x)`` returns ``(cam, cam_aux)``,
+            each ``[2B, C-1, h, w]``.
         images: ``[B, 3, H, W]`` float, normalised images.
         scales: resize factors; 1.0 is always evaluated, once, first.
 
@@ -45,14 +45,14 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor,
     if any(not s > 0 for s in scales):
         raise ValueError(f"scales: expected positive factors, got {scales}")
     batch, _, height, width = images.shape
-    patch = _patch_size(model)
+    patch = int(getattr(model, "patch_size", 1))
 
     cams, cams_aux = [], []
     for scale in (1.0,) + tuple(s for s in scales if s != 1.0):
         size = (scaled_size(height, scale, patch), scaled_size(width, scale, patch))
         scaled = images if size == (height, width) else F.interpolate(
             images, size=size, mode="bilinear", align_corners=False)
-        cam, cam_aux = model(torch.cat([scaled, scaled.flip(-1)], dim=0), cam_only=True)
+        cam, cam_aux = model.forward_cams(torch.cat([scaled, scaled.flip(-1)], dim=0))
         cams.append(_fuse_flip(cam, batch, (height, width)))
         cams_aux.append(_fuse_flip(cam_aux, batch, (height, width)))
     return _min_max_normalise(torch.stack(cams).sum(dim=0)), _min_max_normalise(torch.stack(cams_aux).sum(dim=0))
@@ -64,15 +64,6 @@ def scaled_size(size: int, scale: float, patch: int = 1) -> int:
     if scaled % patch == 0 and scaled > 0:
         return scaled
     return max(patch, int(math.floor(scaled / patch + 0.5)) * patch)
-
-
-def _patch_size(model: nn.Module) -> int:
-    """``model.patch_size``, looking through a DistributedDataParallel-style ``.module`` wrapper; 1 when absent."""
-    for candidate in (model, getattr(model, "module", None)):
-        size = getattr(candidate, "patch_size", None)
-        if size is not None:
-            return int(size)
-    return 1
 
 
 def _fuse_flip(maps: torch.Tensor, batch: int, size: Tuple[int, int]) -> torch.Tensor:

@@ -20,6 +20,9 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.distributed as dist
+
+from toco_fast.parallel.collectives import is_distributed
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 
@@ -57,9 +60,6 @@ class SegmentationMetric:
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names is not None else None
         self.hist = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def reset(self) -> None:
-        self.hist = torch.zeros_like(self.hist)
 
     @torch.no_grad()
     def update(self, pred: ArrayLike, gt: ArrayLike) -> None:
@@ -177,9 +177,8 @@ def distributed_sum(metrics: Union[SegmentationMetric, Iterable[SegmentationMetr
     if isinstance(metrics, SegmentationMetric):
         metrics = [metrics]
     metrics = list(metrics)
-    if not metrics or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not metrics or not is_distributed():
         return
-    import torch.distributed as dist
 
     if dist.get_backend(group) == "nccl":
         device = torch.device("cuda", torch.cuda.current_device())

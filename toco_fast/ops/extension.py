@@ -16,6 +16,15 @@ def _load():
     return _C
 
 
+def extension_status() -> str:
+    """One line for ``python -m toco_fast.info``: built (with or without CUDA kernels), or why not."""
+    try:
+        module = _load()
+    except ImportError as exc:
+        return f"not built ({exc}); {BUILD_HINT}"
+    return "built, with CUDA kernels" if module.cuda_enabled() else "built, CPU only"
+
+
 def extension(op_name: str, *tensors: torch.Tensor):
     """Return the ``toco_fast._C`` module for ``op_name`` running on the device of ``tensors``.
 

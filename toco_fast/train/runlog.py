@@ -2,8 +2,8 @@
 
 * ``setup_logger(run_dir)``: the run logger (``toco_fast.run``) writes to ``<run_dir>/train.log`` and to the
   console; ``close_logger()`` detaches it again. Other ``toco_fast`` loggers are left alone.
-* ``ProgressBar``: a one-line bar redrawn in place on a terminal (iteration, loss terms, lr, images/s, ETA); when
-  the output is not a terminal it stays silent and the trainer's periodic log lines carry the same fields.
+* ``ProgressBar``: a tqdm line redrawn in place on a terminal (iteration, loss terms, lr, images/s, ETA); when the
+  output is not a terminal it stays silent and the trainer's periodic log lines carry the same fields.
 * ``MetricsWriter``: ``<run_dir>/metrics.jsonl`` (one record per log or evaluation event) and ``metrics.csv`` (same
   records; the header grows when a new field appears, e.g. ``seg`` once the segmentation loss starts).
 """
@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import sys
-import time
 from typing import Any, Dict, IO, List, Optional
 
 LOGGER_NAME = "toco_fast.run"
@@ -137,43 +136,36 @@ class RunningMeans:
 
 
 class ProgressBar:
-    """In-place progress line for terminals: ``[####......] 120/2000 | cls 0.31 | ... | 12.3 img/s | ETA 03:10``."""
+    """The in-place progress line (tqdm): iteration, loss terms, lr, images/s and ETA of the training time.
 
-    def __init__(self, total: int, stream: Optional[IO[str]] = None, enabled: Optional[bool] = None,
-                 width: int = 20, min_interval: float = 0.5):
-        self.total = total
-        self.stream = stream or sys.stdout
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.width = width
-        self.min_interval = min_interval
-        self._last_draw = 0.0
-        self._shown = False
+    tqdm draws only on a terminal (``enabled=None``); elsewhere the trainer's periodic log lines carry the same
+    fields. ``clear`` erases the line before a log line is printed; the next ``update`` redraws it.
+    """
 
-    def render(self, iteration: int, fields: Dict[str, Any], images_per_second: float, eta_seconds: float) -> str:
-        filled = int(self.width * min(iteration, self.total) / max(self.total, 1))
-        bar = "#" * filled + "." * (self.width - filled)
-        rate = f"{images_per_second:.2f} img/s" if math.isfinite(images_per_second) else "-- img/s"
-        body = format_fields(fields)
-        return f"[{bar}] {iteration}/{self.total} | {body} | {rate} | ETA {format_duration(eta_seconds)}"
+    def __init__(self, total: int, initial: int = 0, stream: Optional[IO[str]] = None,
+                 enabled: Optional[bool] = None, min_interval: float = 0.5):
+        from tqdm import tqdm
 
-    def update(self, iteration: int, fields: Dict[str, Any], images_per_second: float, eta_seconds: float,
-               force: bool = False) -> None:
+        self._bar = tqdm(total=total, initial=initial, file=stream or sys.stdout, mininterval=min_interval,
+                         disable=None if enabled is None else not enabled, dynamic_ncols=True, leave=False,
+                         bar_format="{l_bar}{bar:20}| {n_fmt}/{total_fmt} | {postfix}")
+        self.enabled = not self._bar.disable
+
+    def update(self, iteration: int, fields: Dict[str, Any], images_per_second: float, eta_seconds: float) -> None:
         if not self.enabled:
             return
-        now = time.monotonic()
-        if not force and now - self._last_draw < self.min_interval:
-            return
-        self._last_draw = now
-        self.stream.write("\r\033[K" + self.render(iteration, fields, images_per_second, eta_seconds))
-        self.stream.flush()
-        self._shown = True
+        rate = f"{images_per_second:.2f} img/s" if math.isfinite(images_per_second) else "-- img/s"
+        self._bar.set_postfix_str(f"{format_fields(fields)} | {rate} | ETA {format_duration(eta_seconds)}",
+                                  refresh=False)
+        self._bar.update(iteration - self._bar.n)
 
     def clear(self) -> None:
-        """Erase the bar so a regular log line can be printed."""
-        if self.enabled and self._shown:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
-            self._shown = False
+        """Erase the line so a regular log line can be printed."""
+        if self.enabled:
+            self._bar.clear()
+
+    def close(self) -> None:
+        self._bar.close()
 
 
 class MetricsWriter:

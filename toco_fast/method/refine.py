@@ -11,7 +11,8 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from toco_fast.img_box import BoxLike, box_mask
+from toco_fast.method.img_box import BoxLike, box_mask
+from toco_fast.method.labels import CAM_DEFAULTS
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops.par import DEFAULT_DILATIONS, par
 
@@ -51,7 +52,8 @@ def _argmax_label(scores: torch.Tensor, slot: torch.Tensor, keys: torch.Tensor) 
 
 @torch.no_grad()
 def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: torch.Tensor,
-                         high_thre: float = 0.7, low_thre: float = 0.25, ignore_index: int = 255,
+                         high_thre: float = CAM_DEFAULTS.high_thre, low_thre: float = CAM_DEFAULTS.low_thre,
+                         ignore_index: int = 255,
                          img_box: Optional[BoxLike] = None, down_scale: int = 2,
                          dilations: Sequence[int] = DEFAULT_DILATIONS, num_iter: int = 10,
                          par_fn: Optional[ParFn] = None, impl: Optional[str] = None) -> torch.Tensor:

@@ -1,1 +1,0 @@
-"""Training configurations shipped with toco_fast (YAML files; installed as ``toco_fast.configs``)."""

@@ -1,0 +1,2 @@
+"""Command lines: ``train``, ``evaluate``, ``infer``, ``demo``, ``info`` (run as ``python -m toco_fast.<name>``) and
+the argument helpers they share (``common``)."""

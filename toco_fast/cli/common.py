@@ -1,0 +1,68 @@
+"""What the command lines share: dataset arguments and the source they name, the device argument, JSON output."""
+import argparse
+import json
+import os
+from typing import Any, Dict, Optional
+
+from toco_fast.config import Config
+from toco_fast.data import KINDS, ImageSource, open_source
+from toco_fast.io.atomic import atomic_write_text
+
+
+def write_json(path: str, payload: Dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON, atomically (folders created)."""
+    atomic_write_text(os.path.abspath(path), json.dumps(payload, indent=2) + "\n")
+
+
+
+
+def add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    """``--dataset/--root/--split/...``: which split to read (defaults come from a checkpoint's config)."""
+    group = parser.add_argument_group("dataset (defaults: the checkpoint's data section)")
+    group.add_argument("--dataset", choices=KINDS, help="dataset layout")
+    group.add_argument("--root", help="dataset root")
+    group.add_argument("--split", help="split / list name (default: the config's data.val_split, else val)")
+    group.add_argument("--lists-dir", help="voc/coco: folder of the split lists (default ROOT/ImageSets/Segmentation)")
+    group.add_argument("--image-root", help="coco: folder holding train2014/ and val2014/ (default ROOT)")
+    group.add_argument("--mask-root", help="coco: folder holding the mask sub-folders (default "
+                       "ROOT/SegmentationClass); folder: the masks folder (default ROOT/masks)")
+    group.add_argument("--ignore-index", type=int, default=None, help="mask value not counted (default 255)")
+
+
+# CLI flag -> keyword argument of the source class, per dataset kind.
+_SOURCE_FLAGS = {
+    "voc": {"lists_dir": "lists_dir"},
+    "coco": {"lists_dir": "lists_dir", "image_root": "image_root", "mask_root": "mask_root"},
+    "folder": {"mask_root": "mask_dir"},
+    "synthetic": {},
+}
+
+
+def source_from_args(args: argparse.Namespace, config: Optional[Config] = None) -> ImageSource:
+    """The ``toco_fast.data`` source named by the dataset arguments, falling back to ``config.data`` (a
+    checkpoint's config).
+
+    The config's ``source_options`` apply when the dataset and root are the config's own.
+    """
+    data_cfg = config.data if config is not None else None
+    kind = args.dataset or (data_cfg.dataset if data_cfg else None)
+    root = args.root or (data_cfg.root if data_cfg else None)
+    split = args.split or (data_cfg.val_split if data_cfg else "val")
+    if kind is None or root is None:
+        raise ValueError("--dataset and --root are required (there is no checkpoint config to take them from)")
+    if kind not in _SOURCE_FLAGS:
+        raise ValueError(f"--dataset: expected one of {KINDS}, got {kind!r}")
+    same_dataset = data_cfg is not None and kind == data_cfg.dataset and root == data_cfg.root
+    options = dict(data_cfg.source_options) if same_dataset else {}
+    for flag in ("lists_dir", "image_root", "mask_root"):
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag not in _SOURCE_FLAGS[kind]:
+            raise ValueError(f"--{flag.replace('_', '-')}: not an option of the {kind} dataset")
+        options[_SOURCE_FLAGS[kind][flag]] = value
+    ignore_index = args.ignore_index if args.ignore_index is not None else (
+        data_cfg.ignore_index if data_cfg else None)
+    if ignore_index is not None and kind != "synthetic":
+        options["ignore_index"] = ignore_index
+    return open_source(kind, root, split, **options)

@@ -1,0 +1,93 @@
+"""ToCo training: ``python -m toco_fast.train --config voc_vit_b --fp16`` (or under ``torchrun``).
+
+Command line::
+
+    python -m toco_fast.train [--config NAME_OR_PATH] [--set a.b=value ...] [--run-dir DIR] [--resume RUN_DIR_OR_CKPT]
+                              [--fp16 | --bf16] [--max-iters N] [--device cpu|cuda|cuda:N] [--pretrained PATH]
+                              [--check-data]
+
+The effective configuration is written to ``<run_dir>/config.yaml``; ``train.log``, ``metrics.jsonl`` /
+``metrics.csv`` and ``checkpoints/iter_*.pt`` go beside it. ``--resume`` takes a run directory (its latest
+checkpoint) or a checkpoint file and continues exactly where it stopped (``toco_fast.train.loop``).
+"""
+import argparse
+import sys
+from typing import Optional, Sequence, Tuple
+
+from toco_fast.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from toco_fast.data import DataError
+from toco_fast.io.checkpoint import Checkpoint, open_checkpoint
+
+DEFAULT_CONFIG = "voc_vit_b"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m toco_fast.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="shipped config name (voc_vit_b [default], coco_vit_b, synthetic_tiny) or a "
+                                          "YAML path; with --resume the checkpoint's config is used instead")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set train.max_iters=100 --set loss.w_ptc=0")
+    parser.add_argument("--run-dir", help="output directory (default runs/<config name>)")
+    parser.add_argument("--resume", metavar="RUN_DIR_OR_CKPT", help="continue a run from its latest checkpoint")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true", help="fp16 autocast + GradScaler (bf16 autocast on CPU)")
+    precision.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--max-iters", type=int, help="train.max_iters")
+    parser.add_argument("--device", help="train.device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--pretrained", metavar="PATH", help="ImageNet backbone weights (model.pretrained)")
+    parser.add_argument("--check-data", action="store_true", help="validate the dataset splits and exit")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Tuple[Config, Optional[Checkpoint]]:
+    """The effective config and the checkpoint to resume from, read once (None for a fresh run)."""
+    overrides = list(args.overrides)
+    if args.fp16:
+        overrides.append("train.precision=fp16")
+    if args.bf16:
+        overrides.append("train.precision=bf16")
+    if args.max_iters is not None:
+        overrides.append(f"train.max_iters={args.max_iters}")
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.pretrained:
+        overrides.append(f"model.pretrained={args.pretrained}")
+    if args.run_dir:
+        overrides.append(f"train.run_dir={args.run_dir}")
+    if args.resume:
+        if args.config:
+            raise ConfigError("--config and --resume: a resumed run uses the config saved in its checkpoint; change "
+                              "values with --set KEY=VALUE")
+        checkpoint = open_checkpoint(args.resume)
+        cfg = from_dict(checkpoint.state["config"])
+        # The run continues in the directory that holds the checkpoint unless --run-dir says otherwise.
+        cfg.train.run_dir = checkpoint.run_dir
+        return apply_overrides(cfg, overrides), checkpoint
+    return load_config(args.config or DEFAULT_CONFIG, overrides), None
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg, resume = config_from_args(args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from toco_fast.data import check_splits
+    from toco_fast.train.loop import NonFiniteLossError, train
+
+    if args.check_data:
+        ok, report = check_splits(cfg)
+        print(report)
+        return 0 if ok else 1
+    try:
+        train(cfg, resume=resume)
+    except NonFiniteLossError:
+        return 1  # train() has logged which iteration and term
+    except DataError as exc:
+        print(f"error: {exc} (the dataset is data.root={cfg.data.root!r}; point it elsewhere with "
+              f"--set data.root=PATH, and validate it with --check-data)", file=sys.stderr)
+        return 2
+    return 0
+

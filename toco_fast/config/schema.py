@@ -1,0 +1,203 @@
+"""The typed training configuration: one dataclass tree (defaults = the official VOC recipe) and its cross-field
+checks. ``toco_fast.config.loader`` fills it from YAML presets and command-line overrides.
+
+Defaults follow rulixiang/ToCo ``scripts/dist_train_voc_seg_neg.py``; the presets in ``presets/`` override what
+differs (COCO, the synthetic demo).
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Tuple, Union
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the offending key."""
+
+
+@dataclass
+class ModelConfig:
+    """Arguments of ``toco_fast.model.ToCo``."""
+
+    # A timm ViT name, or a mapping of ``toco_fast.model.backbone.ViTConfig`` fields for a custom (e.g. tiny) ViT.
+    backbone: Union[str, Dict[str, Any]] = "vit_base_patch16_224"
+    num_classes: int = 21
+    aux_layer: int = -3
+    # Path to ImageNet weights for the backbone (None: random init). `--pretrained PATH` sets it.
+    pretrained: Optional[str] = None
+    attn_backend: str = "sdpa"
+    proj_dim: int = 1024
+    teacher_momentum: float = 0.9
+    # Head sizes (official: LargeFOV 512 channels; CTC head MLP 2048 hidden, 256 bottleneck). Smaller heads suit a
+    # tiny backbone, whose cost they would otherwise dominate.
+    decoder_channels: int = 512
+    proj_hidden_dim: int = 2048
+    proj_bottleneck_dim: int = 256
+
+
+@dataclass
+class SyntheticConfig:
+    """Parameters of the generated dataset (``toco_fast.data.synthetic``) for ``data.dataset: synthetic``;
+    the class count is ``model.num_classes``."""
+
+    num_train: int = 200
+    num_val: int = 50
+    size: int = 96
+    seed: int = 0
+    boundary: int = 0
+
+
+@dataclass
+class DataConfig:
+    """Dataset, splits and training views (see ``toco_fast.data``)."""
+
+    dataset: str = "voc"  # voc | coco | folder | synthetic (toco_fast.data.open_source kinds)
+    root: str = "data/VOCdevkit/VOC2012"
+    # Extra keyword arguments of the dataset's source class, e.g. {lists_dir: ..., mask_root: ...}.
+    source_options: Dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train_aug"
+    val_split: str = "val"
+    crop_size: int = 448
+    local_crop_size: int = 96
+    num_local_crops: int = 8
+    rescale_range: Tuple[float, float] = (0.5, 2.0)
+    view2_scale: Tuple[float, float] = (0.4, 1.0)
+    # The data layer's fix: view 1 and the local source share one flip (False: the official independent flips).
+    align_views: bool = True
+    # Global batch size (all processes together); official VOC: 2 GPUs x 2 samples.
+    batch_size: int = 4
+    num_workers: int = 4
+    ignore_index: int = 255
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with the official linear warm-up + poly schedule (``toco_fast.schedule``)."""
+
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    betas: Tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_iters: int = 1500
+    warmup_ratio: float = 1e-6
+    power: float = 0.9
+
+
+@dataclass
+class LossConfig:
+    """Loss weights and the iterations where terms switch on.
+
+    A term is used at iteration ``n_iter`` (0-based) only when its weight is non-zero and ``n_iter`` is past its
+    start: the official scripts test ``n_iter <= start`` for "still off", so a start of -1 means "from the first
+    iteration". A term that is off is not computed at all.
+    """
+
+    w_cls: float = 1.0
+    w_cls_aux: float = 1.0
+    w_ptc: float = 0.2
+    w_ctc: float = 0.5
+    w_seg: float = 0.1
+    w_reg: float = 0.05
+    ctc_temp: float = 0.5
+    # Official VOC hard-codes `if n_iter <= 2000` (not warmup_iters) for the seg / reg warm-up.
+    seg_start_iter: int = 2000
+    # Official COCO: PTC and CTC stay off while n_iter <= 12000.
+    contrast_start_iter: int = -1
+    # Official COCO: pseudo labels come from the aux CAM while n_iter <= 12000, then from the final CAM.
+    aux_pseudo_label_until: int = -1
+    # Official quirk: PTC token labels apply the pixel img_box to the token grid as if in grid units. True rescales
+    # the box to the grid (toco_fast.cam.labels.token_labels_from_cam(image_hw=...)).
+    ptc_box_fix: bool = False
+    # DenseEnergyLoss (official: weight 1e-7, sigma_rgb 15, sigma_xy 100, scale_factor 0.5).
+    energy_weight: float = 1e-7
+    energy_sigma_rgb: float = 15.0
+    energy_sigma_xy: float = 100.0
+    energy_scale_factor: float = 0.5
+
+
+@dataclass
+class CamConfig:
+    """CAM scales and the background thresholds used for pseudo labels, ROI masks and evaluation."""
+
+    scales: Tuple[float, ...] = (1.0, 0.5, 1.5)
+    bkg_thre: float = 0.5
+    high_thre: float = 0.7
+    low_thre: float = 0.25
+
+
+@dataclass
+class EvalConfig:
+    """In-training evaluation (``toco_fast.evaluate.evaluate_model``)."""
+
+    enabled: bool = True
+    # Validation images are resized to this square size, as the official validate() does.
+    crop_size: int = 448
+    max_images: Optional[int] = None
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Loop, precision, logging and checkpointing."""
+
+    max_iters: int = 20000
+    seed: int = 0
+    precision: str = "fp32"  # fp32 | fp16 | bf16
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # CPU intra-op threads (torch.set_num_threads); 0 keeps torch's default.
+    num_threads: int = 0
+    run_dir: str = ""  # empty: runs/<config name>
+    log_iters: int = 200
+    eval_iters: int = 2000
+    ckpt_iters: int = 2000
+    keep_checkpoints: int = 2
+    deterministic: bool = True
+    # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
+    oversmoothing_probe: bool = False
+
+
+@dataclass
+class Config:
+    """The whole training configuration."""
+
+    name: str = "voc_vit_b"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    cam: CamConfig = field(default_factory=CamConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a type check cannot express."""
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision: expected one of {PRECISIONS}, got {cfg.train.precision!r}")
+    positive = {
+        "train.max_iters": cfg.train.max_iters,
+        "train.log_iters": cfg.train.log_iters,
+        "train.eval_iters": cfg.train.eval_iters,
+        "train.ckpt_iters": cfg.train.ckpt_iters,
+        "data.batch_size": cfg.data.batch_size,
+        "data.crop_size": cfg.data.crop_size,
+        "data.local_crop_size": cfg.data.local_crop_size,
+        "model.num_classes": cfg.model.num_classes,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{name}: expected a positive integer, got {value}")
+    if cfg.optim.warmup_iters < 0:
+        raise ConfigError(f"optim.warmup_iters: expected >= 0, got {cfg.optim.warmup_iters}")
+    if not 0.0 <= cfg.cam.low_thre <= cfg.cam.high_thre <= 1.0:
+        raise ConfigError(f"cam.low_thre / cam.high_thre: expected 0 <= low <= high <= 1, got "
+                          f"{cfg.cam.low_thre} / {cfg.cam.high_thre}")
+    if not cfg.cam.scales:
+        raise ConfigError("cam.scales: expected at least one scale")
+    for name in ("w_cls", "w_cls_aux", "w_ptc", "w_ctc", "w_seg", "w_reg"):
+        if getattr(cfg.loss, name) < 0:
+            raise ConfigError(f"loss.{name}: expected >= 0, got {getattr(cfg.loss, name)}")
+    if cfg.train.keep_checkpoints < 1:
+        raise ConfigError(f"train.keep_checkpoints: expected >= 1, got {cfg.train.keep_checkpoints}")
+

@@ -1,0 +1,1 @@
+"""Evaluation: confusion-matrix metrics, in-training validation, scoring of prediction folders."""

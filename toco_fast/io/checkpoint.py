@@ -1,0 +1,109 @@
+"""Checkpoints: atomic writes, discovery in a run directory, loading with a clear error.
+
+A checkpoint is a dict holding at least::
+
+    {"model": ToCo.state_dict() (teacher projection head included), "config": effective config (plain dict),
+     "iteration": number of completed iterations}
+
+and, when written by the trainer, ``optimizer``, ``scaler``, ``schedule``, ``rng`` (torch / CUDA / numpy / Python
+states) and ``data`` (the sampler position), so that ``--resume`` continues bit for bit. Every entry is made of
+tensors and plain Python values, so files load with ``torch.load(weights_only=True)``.
+
+Files live in ``<run_dir>/checkpoints/iter_<iteration>.pt``. A write goes to a temporary file in the same folder,
+is flushed and fsynced, then renamed over the final name (``toco_fast.io.atomic``), so a crash mid-write leaves the
+previous checkpoints intact and never a truncated ``iter_*.pt``.
+"""
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from toco_fast.io.atomic import TMP_PREFIX, PathLike, atomic_write
+
+CHECKPOINT_DIR = "checkpoints"
+_NAME = re.compile(r"^iter_(\d+)\.pt$")
+
+
+def checkpoint_path(run_dir: PathLike, iteration: int) -> str:
+    return os.path.join(os.fspath(run_dir), CHECKPOINT_DIR, f"iter_{iteration:07d}.pt")
+
+
+def list_checkpoints(run_dir: PathLike) -> List[Tuple[int, str]]:
+    """``(iteration, path)`` of the complete checkpoints in ``run_dir``, oldest first (temporary files skipped)."""
+    folder = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        match = _NAME.match(name)
+        if match:
+            found.append((int(match.group(1)), os.path.join(folder, name)))
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: PathLike) -> Optional[str]:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def resolve_checkpoint(path: PathLike) -> str:
+    """A checkpoint file as given, or the latest checkpoint of a run directory."""
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return path
+    if os.path.isdir(path):
+        latest = latest_checkpoint(path)
+        if latest is None:
+            raise FileNotFoundError(f"{path}: run directory has no checkpoint in {CHECKPOINT_DIR}/")
+        return latest
+    raise FileNotFoundError(f"{path}: no such checkpoint file or run directory")
+
+
+def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> str:
+    """Write ``state`` to ``path`` atomically (``toco_fast.io.atomic``); returns ``path``."""
+    return atomic_write(path, lambda handle: torch.save(state, handle))
+
+
+def prune_checkpoints(run_dir: PathLike, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (and temporary files left by a crash)."""
+    found = list_checkpoints(run_dir)
+    for _, path in found[:-keep] if keep > 0 else found:
+        os.remove(path)
+    folder = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        if name.startswith(TMP_PREFIX):
+            os.remove(os.path.join(folder, name))
+
+
+def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint file (or a run directory's latest) and check it has model, config and iteration."""
+    file_path = resolve_checkpoint(path)
+    try:
+        state = torch.load(file_path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a foreign or corrupt file: say which one
+        raise ValueError(f"{file_path}: not a readable toco_fast checkpoint ({type(exc).__name__}: {exc})") from exc
+    missing = [key for key in ("model", "config", "iteration") if key not in state]
+    if missing:
+        raise ValueError(f"{file_path}: checkpoint lacks {', '.join(missing)}")
+    return state
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read once: where it lives and its state (see the module docstring)."""
+
+    path: str
+    state: Dict[str, Any]
+
+    @property
+    def run_dir(self) -> str:
+        """The run directory holding ``checkpoints/<this file>``."""
+        return os.path.dirname(os.path.dirname(os.path.abspath(self.path)))
+
+
+def open_checkpoint(path: PathLike) -> Checkpoint:
+    """Resolve ``path`` (a file or a run directory's latest) and load it to the CPU, once."""
+    file_path = resolve_checkpoint(path)
+    return Checkpoint(file_path, load_checkpoint(file_path, map_location="cpu"))

@@ -1,0 +1,307 @@
+"""The training loop: ``train(cfg)`` runs a ``Trainer`` around the step (``toco_fast.train.step``).
+
+The effective configuration is written to ``<run_dir>/config.yaml``; ``train.log``, ``metrics.jsonl`` /
+``metrics.csv`` and ``checkpoints/iter_*.pt`` go beside it. Resuming from a run directory (its latest checkpoint) or
+a checkpoint file continues exactly where it stopped: model, teacher head, optimizer, gradient scaler,
+learning-rate schedule, every RNG and the data position are restored, so a resumed CPU run ends with the same
+parameters, bit for bit, as an uninterrupted one.
+
+A non-finite loss stops the run with a message naming the iteration and the term; the last checkpoint written
+before it is kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and
+logged.
+"""
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+
+from toco_fast.config import Config, ConfigError, save_config, to_dict
+from toco_fast.data import TrainBatch, batches_per_epoch, iterate_batches, training_loader, validation_data
+from toco_fast.eval.metrics import format_iou_table
+from toco_fast.eval.validation import validate
+from toco_fast.io.checkpoint import (Checkpoint, checkpoint_path, list_checkpoints, open_checkpoint,
+                                     prune_checkpoints, save_checkpoint)
+from toco_fast.io.rng import capture_rng_state, restore_rng_state, seed_everything
+from toco_fast.losses.energy import build_energy_loss
+from toco_fast.method.schedule import loss_weights
+from toco_fast.model.factory import build_model
+from toco_fast.parallel.collectives import all_reduce_mean, barrier
+from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, env_dist_info, init_distributed
+from toco_fast.parallel.process_group import resolve_device
+from toco_fast.parallel.wrap import parallelize
+from toco_fast.train.optim import build_optimizer
+from toco_fast.train.precision import resolve_precision
+from toco_fast.train.runlog import (MetricsWriter, ProgressBar, RunningMeans, Throughput, close_logger,
+                                    format_duration, format_fields, get_logger, setup_logger)
+from toco_fast.train.step import TrainStepModule
+
+CONFIG_FILE = "config.yaml"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; ``iteration`` (1-based) and ``terms`` say where."""
+
+    def __init__(self, iteration: int, terms: Sequence[str], values: Dict[str, float]):
+        self.iteration = iteration
+        self.terms = list(terms)
+        shown = ", ".join(f"{name}={values[name]}" for name in self.terms)
+        super().__init__(f"non-finite loss at iteration {iteration}: term {shown} "
+                         f"(all terms: {', '.join(f'{k}={v:.4g}' for k, v in values.items())}); stopping, the last "
+                         f"checkpoint is kept")
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    iteration: int
+    eval_results: Optional[Dict[str, Any]] = None
+    train_seconds: float = 0.0
+    skipped_steps: int = 0
+
+
+def _finite_or_raise(iteration: int, values: Dict[str, float]) -> None:
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        terms = [name for name in bad if name != "loss"] or ["loss"]
+        raise NonFiniteLossError(iteration, terms, values)
+
+
+def train(cfg: Config, *, resume: Union[None, str, Checkpoint] = None, run_dir: Optional[str] = None,
+          stream=None) -> TrainResult:
+    """Train ToCo with ``cfg``; ``resume`` is a checkpoint (file, run directory, or one already opened with
+    ``open_checkpoint``) to continue from.
+
+    ``run_dir`` defaults to ``cfg.train.run_dir``, then ``runs/<config name>``, and is written back to the config;
+    ``stream`` receives the console output (stdout by default). Returns the run directory, the final iteration and
+    the last evaluation results (None when evaluation is off). Raises NonFiniteLossError when the loss becomes NaN /
+    infinite.
+    """
+    info = env_dist_info()
+    device = resolve_device(cfg.train.device, info.local_rank, argument="train.device")
+    init_distributed(device)
+    cfg.train.run_dir = run_dir or cfg.train.run_dir or os.path.join("runs", cfg.name)
+    setup_logger(cfg.train.run_dir if info.is_main else None, enabled=info.is_main, stream=stream)
+    try:
+        checkpoint = open_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
+        trainer = Trainer(cfg, device, info, stream=stream, resumed=checkpoint is not None)
+        if checkpoint is not None:
+            trainer.load_state_dict(checkpoint.state)
+            get_logger().info(f"resumed from {checkpoint.path} at iteration {trainer.iteration}")
+        return trainer.run()
+    except NonFiniteLossError as exc:
+        get_logger().error(str(exc))
+        raise
+    finally:
+        close_logger()
+        cleanup_distributed()
+
+
+class Trainer:
+    """The training loop around :func:`toco_fast.train.step.train_step`: data, optimizer, precision, logging,
+    evaluation and checkpoints. ``state_dict`` / ``load_state_dict`` hold everything an exact resume needs."""
+
+    def __init__(self, cfg: Config, device: torch.device, info: DistInfo, stream=None, resumed: bool = False):
+        self.cfg, self.device, self.info = cfg, device, info
+        self.run_dir = cfg.train.run_dir
+        self.logger = get_logger()
+        _check_fresh_run_dir(self.run_dir, resumed)
+        if cfg.data.batch_size % info.world_size:
+            raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by the {info.world_size} "
+                              f"processes")
+        precision = resolve_precision(cfg.train.precision, device)
+        self.autocast = precision.autocast
+        if info.is_main:
+            os.makedirs(self.run_dir, exist_ok=True)
+            save_config(cfg, os.path.join(self.run_dir, CONFIG_FILE))
+            self.logger.info(f"toco_fast train: config {cfg.name!r}, run dir {self.run_dir}, device {device}, "
+                             f"{info.world_size} process(es), global batch {cfg.data.batch_size}, "
+                             f"precision: {precision.note}")
+        # The data first: a wrong path fails before a large model is built.
+        self.loader = training_loader(cfg, info.rank, info.world_size)
+        self.val = validation_data(cfg, info.rank, info.world_size) if cfg.eval.enabled else None
+        if cfg.train.num_threads > 0:
+            torch.set_num_threads(cfg.train.num_threads)
+        seed_everything(cfg.train.seed, cfg.train.deterministic)
+        # A resumed run takes its weights from the checkpoint, not from the pretrained file.
+        self.model = build_model(cfg.model, pretrained=None if resumed else cfg.model.pretrained)
+        self.model.to(device).train()
+        self.optimizer, self.schedule = build_optimizer(self.model, cfg)
+        self.scaler = precision.grad_scaler()
+        self.energy = _energy_or_warn(cfg, self.logger)
+        self.iteration = 0
+        self.meter = RunningMeans()
+        self.skipped = 0  # fp16 steps skipped by the GradScaler (overflow), whole run
+        self.skipped_window = 0  # ... since the last log line
+        self.stream = stream
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a bit-exact resume needs (tensors and plain values only)."""
+        return {
+            "model": self.model.state_dict(), "config": to_dict(self.cfg), "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng_state(), "data": _data_position(self.loader, self.iteration),
+            "skipped_steps": self.skipped,
+            "log_window": {"meter": self.meter.state_dict(), "skipped": self.skipped_window},
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        saved_max = state["schedule"].get("max_iters")
+        if saved_max is not None and saved_max != self.schedule.max_iters:
+            self.logger.warning(f"resume: train.max_iters is now {self.schedule.max_iters} (the checkpoint's run had "
+                                f"{saved_max}); the learning-rate schedule follows the new length")
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        self.iteration = int(state["iteration"])
+        _check_data_position(state.get("data"), self.loader, self.iteration, self.logger)
+        self.skipped = int(state.get("skipped_steps", 0))
+        window = state.get("log_window") or {}
+        self.meter = RunningMeans(window.get("meter"))
+        self.skipped_window = int(window.get("skipped", 0))
+
+    def save_checkpoint(self) -> None:
+        if self.info.is_main:
+            path = save_checkpoint(checkpoint_path(self.run_dir, self.iteration), self.state_dict())
+            prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
+            self.logger.info(f"checkpoint: {path}")
+        barrier()
+
+    def run(self) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        step = parallelize(TrainStepModule(self.model), self.device, info)
+        metrics = MetricsWriter(self.run_dir, keep_until=self.iteration) if info.is_main else None
+        progress = ProgressBar(cfg.train.max_iters, initial=self.iteration, stream=self.stream,
+                               enabled=None if info.is_main else False)
+        throughput = Throughput(cfg.train.max_iters, self.iteration)
+        self._log_schedule()
+        eval_results = None
+        batches = iterate_batches(self.loader, start_iteration=self.iteration)
+        while self.iteration < cfg.train.max_iters:
+            n_iter = self.iteration
+            tic = time.perf_counter()
+            log_now = (n_iter + 1) % cfg.train.log_iters == 0 or n_iter + 1 == cfg.train.max_iters
+            values = self._step(step, next(batches)[1], n_iter, probe=cfg.train.oversmoothing_probe and log_now)
+            throughput.add(1, cfg.data.batch_size, time.perf_counter() - tic)
+            self.iteration = n_iter + 1
+            self.meter.add(values)
+            lr = self.optimizer.param_groups[0]["lr"]
+            shown = {k: v for k, v in values.items() if not k.startswith("probe")}
+            progress.update(self.iteration, {**shown, "lr": lr}, throughput.images_per_second(),
+                            throughput.eta_seconds())
+            last = self.iteration == cfg.train.max_iters
+            if log_now:
+                progress.clear()
+                self._log(lr, throughput, metrics)
+            if self.val is not None and (self.iteration % cfg.train.eval_iters == 0 or last):
+                progress.clear()
+                eval_results = self._evaluate(metrics)
+            if self.iteration % cfg.train.ckpt_iters == 0 or last:
+                progress.clear()
+                self.save_checkpoint()
+        progress.close()
+        self.logger.info(f"done: {self.iteration} iterations, {format_duration(throughput.train_seconds)} of "
+                         f"training, {throughput.images_per_second():.2f} img/s"
+                         + (f", {self.skipped} fp16 overflow steps skipped" if self.scaler is not None else ""))
+        return TrainResult(run_dir=self.run_dir, iteration=self.iteration, eval_results=eval_results,
+                           train_seconds=throughput.train_seconds, skipped_steps=self.skipped)
+
+    def _step(self, step: torch.nn.Module, raw_batch: Dict[str, Any], n_iter: int, probe: bool) -> Dict[str, float]:
+        """One optimizer step; returns the loss and its terms (averaged over ranks) as floats."""
+        batch = TrainBatch.from_loader(raw_batch, self.device)
+        self.schedule.apply(n_iter)
+        loss, terms = step(batch, cfg=self.cfg, n_iter=n_iter, energy=self.energy, autocast=self.autocast,
+                           probe=probe)
+        names = ["loss"] + list(terms)
+        stacked = torch.stack([loss.detach().float()] + [v.float() for v in terms.values()])
+        values = dict(zip(names, all_reduce_mean(stacked).tolist()))  # one host sync per step
+        _finite_or_raise(n_iter + 1, values)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            scale_before = self.scaler.get_scale()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() < scale_before:  # the scaler skipped this step: inf/NaN gradients
+                self.skipped += 1
+                self.skipped_window += 1
+        else:
+            loss.backward()
+            self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return values
+
+    def _log(self, lr: float, throughput: Throughput, metrics: Optional[MetricsWriter]) -> None:
+        means = self.meter.pop()
+        rate = throughput.window_images_per_second()
+        if self.info.is_main:
+            fields = {**means, "lr": lr, "img/s": rate}
+            if self.scaler is not None:
+                fields["skipped"] = self.skipped_window
+            self.logger.info(f"iter {self.iteration}/{self.cfg.train.max_iters} | {format_fields(fields)} | "
+                             f"ETA {format_duration(throughput.eta_seconds())}")
+            metrics.write({"kind": "train", "iteration": self.iteration, **means, "lr": lr, "images_per_s": rate,
+                           "skipped_steps": self.skipped, "elapsed_s": round(throughput.train_seconds, 3)})
+        self.skipped_window = 0
+
+    def _evaluate(self, metrics: Optional[MetricsWriter]) -> Dict[str, Any]:
+        tic = time.perf_counter()
+        results = validate(self.model, self.val, self.cfg, self.device, self.autocast)
+        seconds = time.perf_counter() - tic
+        if self.info.is_main:
+            self.logger.info(f"evaluation at iteration {self.iteration} ({format_duration(seconds)}):\n"
+                             + format_iou_table(results, self.val.class_names))
+            metrics.write({"kind": "eval", "iteration": self.iteration, "eval_s": round(seconds, 3),
+                           **{f"{name}_mIoU": metric.miou() for name, metric in results.items()}})
+        return results
+
+    def _log_schedule(self) -> None:
+        active = loss_weights(self.cfg.loss, self.iteration)
+        if self.energy is None:
+            active.pop("reg", None)
+
+        def starts(first_off: int) -> str:
+            return "from the start" if first_off < 0 else f"after iteration {first_off}"
+
+        self.logger.info(f"loss terms at iteration {self.iteration}: {active}; seg/reg "
+                         f"{starts(self.cfg.loss.seg_start_iter)}, ptc/ctc {starts(self.cfg.loss.contrast_start_iter)}")
+
+
+def _check_fresh_run_dir(run_dir: str, resumed: bool) -> None:
+    """A fresh run must not write into a directory holding another run's checkpoints."""
+    if not resumed and list_checkpoints(run_dir):
+        raise ConfigError(f"run dir {run_dir!r} already holds checkpoints: pass --resume {run_dir} to continue it "
+                          f"or choose another --run-dir")
+
+
+def _data_position(loader, iteration: int) -> Dict[str, int]:
+    """Where the data stream stands after ``iteration`` batches (the resumable loader is indexed by iteration)."""
+    per_epoch = batches_per_epoch(loader)
+    epoch, batch = divmod(iteration, per_epoch)
+    return {"epoch": epoch, "batch": batch, "batches_per_epoch": per_epoch}
+
+
+def _check_data_position(saved: Optional[Dict[str, int]], loader, iteration: int, logger) -> None:
+    now = _data_position(loader, iteration)
+    if saved and saved.get("batches_per_epoch") != now["batches_per_epoch"]:
+        logger.warning(f"resume: an epoch now has {now['batches_per_epoch']} batches, the checkpoint was written "
+                       f"with {saved.get('batches_per_epoch')} (dataset or batch size changed); the data order will "
+                       f"differ from the interrupted run")
+
+
+def _energy_or_warn(cfg: Config, logger):
+    """The ``reg`` term's loss layer, or None (said once in the log) when its weight is 0 or the lattice extension
+    is missing."""
+    try:
+        return build_energy_loss(cfg.loss)
+    except RuntimeError as exc:
+        logger.warning(f"reg loss is OFF (loss.w_reg={cfg.loss.w_reg} ignored): {exc}")
+        return None
