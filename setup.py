@@ -1,8 +1,8 @@
 """Build and install toco_fast.
 
 The pure-Python package lives in ``toco_fast/``; the Triton kernels in the top-level ``kernels/`` folder are
-installed as ``toco_fast.kernels``; the YAML configs in ``configs/`` become the package ``toco_fast.configs``; the
-C++/CUDA permutohedral-lattice extension in ``csrc/`` becomes ``toco_fast._C`` (see ``_lattice_extension``).
+installed as ``toco_fast.kernels``; the YAML presets in ``toco_fast/config/presets/`` are package data; the C++/CUDA
+permutohedral-lattice extension in ``csrc/`` becomes ``toco_fast._C`` (see ``_lattice_extension``).
 """
 import glob
 import os
@@ -13,7 +13,7 @@ from setuptools import find_packages, setup
 
 def _packages():
     packages = find_packages(include=["toco_fast", "toco_fast.*"])
-    return packages + ["toco_fast.kernels", "toco_fast.configs"]
+    return packages + ["toco_fast.kernels"]
 
 
 def _lattice_extension():
@@ -83,10 +83,11 @@ setup(
     version="0.1.0",
     description="Fast, faithful Token Contrast (ToCo, CVPR 2023) training for weakly-supervised segmentation",
     packages=_packages(),
-    package_dir={"toco_fast.kernels": "kernels", "toco_fast.configs": "configs"},
-    package_data={"toco_fast.configs": ["*.yaml"]},
+    package_dir={"toco_fast.kernels": "kernels"},
+    package_data={"toco_fast.config": ["presets/*.yaml"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "torchvision", "timm>=1.0", "numpy", "pillow", "pyyaml", "safetensors"],
+    install_requires=["torch>=2.4", "torchvision", "timm>=1.0", "numpy", "pillow", "pyyaml", "safetensors",
+                      "tqdm"],
     extras_require={"triton": ["triton"], "test": ["pytest", "pydensecrf2"], "xformers": ["xformers"],
                     "coco": ["pycocotools"]},
     ext_modules=ext_modules,

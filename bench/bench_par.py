@@ -21,7 +21,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _utils import compare, environment, markdown_table, write_csv  # noqa: E402
-from toco_fast.cam.refine import box_mask, refine_cams_with_bkg  # noqa: E402
+from toco_fast.method.img_box import box_mask  # noqa: E402
+from toco_fast.method.refine import refine_cams_with_bkg  # noqa: E402
 from toco_fast.ops.par import par, par_reference  # noqa: E402
 
 

@@ -56,3 +56,24 @@ def one_thread():
 def kernel_device() -> torch.device:
     """Where kernel tests put their tensors: the GPU when present, else the CPU (Triton interpreter)."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """A 3-image, 4-class synthetic val split and a run directory with one checkpoint of a tiny random ToCo
+    (``cam.bkg_thre`` 0.3 and ``eval.crop_size`` 48, not the defaults): ``(run_dir, data_root)``."""
+    from toco_fast.config import load_config, to_dict
+    from toco_fast.data import generate_synthetic
+    from toco_fast.io.checkpoint import checkpoint_path, save_checkpoint
+    from toco_fast.model.factory import build_model
+
+    data_root = tmp_path / "syn"
+    generate_synthetic(str(data_root), num_train=1, num_val=3, num_classes=4, size=40)
+    cfg = load_config("synthetic_tiny", [
+        "model.backbone={embed_dim: 32, depth: 3, num_heads: 2, patch_size: 16, img_size: 32}",
+        "model.num_classes=4", "model.proj_dim=16", f"data.root={data_root}", "cam.bkg_thre=0.3",
+        "eval.crop_size=48"])
+    torch.manual_seed(0)
+    save_checkpoint(checkpoint_path(tmp_path / "run", 1),
+                    {"model": build_model(cfg.model).state_dict(), "config": to_dict(cfg), "iteration": 1})
+    return tmp_path / "run", data_root

@@ -3,7 +3,7 @@
 Importing the package is cheap: no Triton import, no extension build, no GPU needed. Submodules
 (``toco_fast.ops``, ``toco_fast.model``, ``toco_fast.losses``, ``toco_fast.cam``, ...) are imported on use.
 """
-__version__ = "0.1.0"
+from toco_fast._version import __version__  # noqa: F401  (the public version attribute)
 
 
 def info() -> str:

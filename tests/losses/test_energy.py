@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from lattice_helpers import image_batch, require_extension
-from toco_fast.img_box import box_mask
+from toco_fast.method.img_box import box_mask
 from toco_fast.losses.energy import DenseEnergyLoss, energy_loss
 from toco_fast.ops.bilateral import bilateral_filter
 

@@ -5,15 +5,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tolerances import assert_close_fp32
-from toco_fast.cam.labels import cam_to_label, cam_to_roi_mask, crop_from_roi, token_labels_from_cam
-from toco_fast.cam.multiscale import multi_scale_cam, scaled_size
+from toco_fast.method.cam import multi_scale_cam, scaled_size
+from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi
+from toco_fast.method.labels import cam_to_label, token_labels_from_cam
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # multi_scale_cam
 # ----------------------------------------------------------------------------------------------------------------
 class PatchConvCam(nn.Module):
-    """Stand-in for the model's ``cam_only`` path: two patchify convolutions (not flip-symmetric)."""
+    """Stand-in for ``ToCo.forward_cams``: two patchify convolutions (not flip-symmetric)."""
 
     def __init__(self, classes=3, patch=8, out_dtype=None):
         super().__init__()
@@ -23,8 +24,7 @@ class PatchConvCam(nn.Module):
         self.out_dtype = out_dtype
         self.seen_sizes = []
 
-    def forward(self, x, cam_only=False):
-        assert cam_only
+    def forward_cams(self, x):
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
             raise ValueError(f"size {tuple(x.shape[-2:])} is not a multiple of {self.patch_size}")
         self.seen_sizes.append(tuple(x.shape[-2:]))
@@ -45,8 +45,8 @@ def independent_multi_scale_cam(model, images, sizes):
                 image = images[b:b + 1]
                 if size != (height, width):
                     image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
-                plain = model(image, cam_only=True)[which]
-                mirrored = model(image.flip(-1), cam_only=True)[which]
+                plain = model.forward_cams(image)[which]
+                mirrored = model.forward_cams(image.flip(-1))[which]
                 plain = F.interpolate(plain, size=(height, width), mode="bilinear", align_corners=False)
                 mirrored = F.interpolate(mirrored, size=(height, width), mode="bilinear", align_corners=False)
                 total[b] += torch.clamp(torch.maximum(plain, mirrored.flip(-1)), min=0)[0]

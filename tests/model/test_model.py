@@ -119,8 +119,6 @@ def test_rejects_bad_arguments():
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     with pytest.raises(ValueError, match="local_crops: given without view2"):
         model(torch.randn(1, 3, 32, 32), local_crops=torch.randn(2, 3, 16, 16))
-    with pytest.raises(ValueError, match="cam_only"):
-        model(torch.randn(1, 3, 32, 32), view2=torch.randn(1, 3, 32, 32), cam_only=True)
     with pytest.raises(ValueError, match="aux_layer"):
         tiny_model(aux_layer=-5)
     with pytest.raises(ValueError, match="aux_layer"):
@@ -269,10 +267,10 @@ def test_param_groups_cover_trainable_parameters_once():
         model.param_groups(lr=-1.0, weight_decay=0.01)
 
 
-def test_cam_only_matches_conv_of_features():
+def test_forward_cams_matches_conv_of_features():
     model = tiny_model()
     images = torch.randn(2, 3, 48, 64)
-    cam, cam_aux = model(images, cam_only=True)
+    cam, cam_aux = model.forward_cams(images)
     assert cam.shape == cam_aux.shape == (2, NUM_CLASSES - 1, 3, 4)
     assert not cam.requires_grad and not cam_aux.requires_grad
     out = model(images)

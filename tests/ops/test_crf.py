@@ -131,12 +131,12 @@ def test_batch_equals_single_images_and_return_types():
 
 
 def test_error_when_extension_missing(monkeypatch):
-    from toco_fast.ops import _extension
+    from toco_fast.ops import extension as extension_module
 
     def missing():
         raise ImportError("No module named 'toco_fast._C'")
 
-    monkeypatch.setattr(_extension, "_load", missing)
+    monkeypatch.setattr(extension_module, "_load", missing)
     with pytest.raises(RuntimeError, match="pip install --no-build-isolation -e ."):
         dense_crf(natural_image(4, 4), smooth_probs(2, 4, 4))
 

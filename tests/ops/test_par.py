@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from tolerances import assert_close_fp32
-from toco_fast.cam.refine import refine_cams_with_bkg
+from toco_fast.method.refine import refine_cams_with_bkg
 from toco_fast.ops.par import affinity_reference, neighbour_offsets, par, par_reference, position_term
 
 PAR_ATOL = 1e-5

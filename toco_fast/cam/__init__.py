@@ -1,13 +1,13 @@
-"""Class activation maps: multi-scale CAMs, pseudo labels, local crops and PAR refinement (resolved lazily)."""
+"""``toco_fast.cam``: the CAM names of ``toco_fast.method`` under their earlier address (resolved lazily)."""
 from toco_fast._lazy import export_names, lazy_exports
 
 _EXPORTS = {
-    "multi_scale_cam": "multiscale",
+    "multi_scale_cam": "cam",
     "cam_to_label": "labels",
-    "cam_to_roi_mask": "labels",
-    "crop_from_roi": "labels",
     "token_labels_from_cam": "labels",
+    "cam_to_roi_mask": "crops",
+    "crop_from_roi": "crops",
     "refine_cams_with_bkg": "refine",
 }
-__getattr__ = lazy_exports(__name__, _EXPORTS)
+__getattr__ = lazy_exports("toco_fast.method", _EXPORTS)
 __all__ = export_names(_EXPORTS)

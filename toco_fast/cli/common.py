@@ -1,12 +1,23 @@
-"""What the command lines share: dataset arguments and the source they name, the device argument, JSON output."""
+"""What the command lines share: dataset arguments and the source they name, the data-loading default, the
+process group of a sharded run, the exit status of bad input, JSON output."""
 import argparse
+import contextlib
 import json
 import os
-from typing import Any, Dict, Optional
+import sys
+from typing import Any, Dict, Iterator, Optional
+
+import torch
 
 from toco_fast.config import Config
 from toco_fast.data import KINDS, ImageSource, open_source
 from toco_fast.io.atomic import atomic_write_text
+from toco_fast.parallel.collectives import barrier
+from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, init_distributed
+
+# Exceptions that mean bad input (missing files, size mismatches, bad arguments): reported in one line, exit status 2.
+INPUT_ERRORS = (FileNotFoundError, ValueError)
+INPUT_ERROR_STATUS = 2
 
 
 def write_json(path: str, payload: Dict[str, Any]) -> None:
@@ -14,6 +25,30 @@ def write_json(path: str, payload: Dict[str, Any]) -> None:
     atomic_write_text(os.path.abspath(path), json.dumps(payload, indent=2) + "\n")
 
 
+def report_input_error(exc: BaseException) -> int:
+    """Print ``error: <exc>`` to stderr; returns the exit status of bad input."""
+    print(f"error: {exc}", file=sys.stderr)
+    return INPUT_ERROR_STATUS
+
+
+def default_workers() -> int:
+    """Data-loading processes when ``--workers`` is not given: one per CPU, at most 8."""
+    return min(8, os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def sharded_run(device: torch.device) -> Iterator[DistInfo]:
+    """Join the ``torchrun`` process group (if any) for the body and leave it afterwards.
+
+    When the body succeeds, all ranks synchronise before the group is torn down (a rank that leaves while a peer
+    still uses the group can abort it). A world of one never touches ``torch.distributed``.
+    """
+    info = init_distributed(device)
+    try:
+        yield info
+        barrier()
+    finally:
+        cleanup_distributed()
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:

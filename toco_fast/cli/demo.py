@@ -1,7 +1,7 @@
 """``python -m toco_fast.demo`` (what ``make demo`` runs): ToCo end to end on a CPU in a few minutes.
 
-1. generates the synthetic shapes dataset (``python -m toco_fast.data.synthetic``) into ``data_cache/synthetic`` unless it
-   is already there;
+1. generates the synthetic shapes dataset (``python -m toco_fast.data.synthetic``) into ``data_cache/synthetic``
+   unless it is already there;
 2. trains a tiny ViT ToCo from scratch with the ``synthetic_tiny`` preset (no pretrained weights);
 3. evaluates on the synthetic val split and prints per-class IoU and mIoU for the CAM, the aux CAM and the
    segmentation head.

@@ -8,11 +8,11 @@ def availability_report() -> str:
     """A few lines: versions, the GPU, Triton, xformers, the ``toco_fast._C`` extension and the kernel knob."""
     import torch
 
-    import toco_fast
+    from toco_fast._version import __version__
     from toco_fast.ops.extension import extension_status
 
     lines = [
-        f"toco_fast {toco_fast.__version__}",
+        f"toco_fast {__version__}",
         f"torch {torch.__version__} (CUDA build {torch.version.cuda})",
         f"CUDA device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
         f"triton: {'installed' if importlib.util.find_spec('triton') else 'missing'}"

@@ -15,8 +15,8 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import yaml
 
-from toco_fast.io.atomic import atomic_write_text
 from toco_fast.config.schema import Config, ConfigError, validate
+from toco_fast.io.atomic import atomic_write_text
 
 PRESETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
 
@@ -164,7 +164,7 @@ def config_path(name_or_path: str) -> str:
     candidate = os.path.join(PRESETS_DIR, file_name)
     if os.path.isfile(candidate):
         return candidate
-    raise ConfigError(f"config {name_or_path!r}: not a file and not a shipped preset "
+    raise ConfigError(f"config {name_or_path!r}: not a file and not a shipped config "
                       f"(available: {', '.join(available_configs()) or 'none'})")
 
 

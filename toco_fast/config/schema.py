@@ -7,6 +7,7 @@ differs (COCO, the synthetic demo).
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
+
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the offending key."""
 
@@ -33,7 +34,7 @@ class ModelConfig:
 
 @dataclass
 class SyntheticConfig:
-    """Parameters of the generated dataset (``toco_fast.data.synthetic``) for ``data.dataset: synthetic``;
+    """Parameters of the generated dataset (``python -m toco_fast.data.synthetic``) for ``data.dataset: synthetic``;
     the class count is ``model.num_classes``."""
 
     num_train: int = 200
@@ -69,7 +70,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW with the official linear warm-up + poly schedule (``toco_fast.schedule``)."""
+    """AdamW with the official linear warm-up + poly schedule (``toco_fast.train.optim``)."""
 
     lr: float = 6e-5
     weight_decay: float = 0.01
@@ -103,7 +104,7 @@ class LossConfig:
     # Official COCO: pseudo labels come from the aux CAM while n_iter <= 12000, then from the final CAM.
     aux_pseudo_label_until: int = -1
     # Official quirk: PTC token labels apply the pixel img_box to the token grid as if in grid units. True rescales
-    # the box to the grid (toco_fast.cam.labels.token_labels_from_cam(image_hw=...)).
+    # the box to the grid (toco_fast.method.labels.token_labels_from_cam(image_hw=...)).
     ptc_box_fix: bool = False
     # DenseEnergyLoss (official: weight 1e-7, sigma_rgb 15, sigma_xy 100, scale_factor 0.5).
     energy_weight: float = 1e-7
@@ -124,7 +125,7 @@ class CamConfig:
 
 @dataclass
 class EvalConfig:
-    """In-training evaluation (``toco_fast.evaluate.evaluate_model``)."""
+    """In-training evaluation (``toco_fast.eval.validation.evaluate_model``)."""
 
     enabled: bool = True
     # Validation images are resized to this square size, as the official validate() does.

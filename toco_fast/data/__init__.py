@@ -6,7 +6,16 @@ Typical use::
     train = TrainDataset(open_source("voc", root, "train_aug"), ToCoViews(crop_size=448), seed=0)
     loader = build_train_loader(train, batch_size=2, seed=0, num_workers=8)
 
-See ``dataset.py`` for the item formats and ``transforms.py`` for the views (and the view-alignment fix).
+Modules, each importing only from its own group or the groups above it:
+
+* ``errors``, ``classes``, ``files``, ``imagenet``: the error type, class lists, file reading/writing, the
+  ImageNet (de)normaliser.
+* ``layouts/``: where a split's files live (``ImageSource``, VOC, COCO, folder, synthetic, ``open_source``).
+* ``views`` (the ToCo training views and the view-alignment fix), ``datasets`` (the item formats), ``batch``,
+  ``loader`` (resumable sampling).
+* ``pipeline`` (what a ``Config`` describes) and ``tools/`` (generation, preparation, ``check_dataset``).
+* ``synthetic``, ``prepare_voc``, ``prepare_coco``: the ``python -m`` entry points of the tools.
+
 Names are resolved on first use, so ``python -m toco_fast.data.synthetic`` and the preparation commands do not
 import torch.
 """
@@ -14,18 +23,28 @@ import importlib
 from typing import Dict, Tuple
 
 _EXPORTS: Dict[str, Tuple[str, str]] = {
-    "TrainBatch": ("batch", "TrainBatch"),
-    "check_dataset": ("check", "check_dataset"),
+    "DataError": ("errors", "DataError"),
     "COCO_CLASSES": ("classes", "COCO_CLASSES"),
     "VOC_CLASSES": ("classes", "VOC_CLASSES"),
     "voc_palette": ("classes", "voc_palette"),
-    "COCOSource": ("coco", "COCOSource"),
-    "EvalDataset": ("dataset", "EvalDataset"),
-    "TrainDataset": ("dataset", "TrainDataset"),
-    "DataError": ("errors", "DataError"),
-    "KINDS": ("factory", "KINDS"),
-    "open_source": ("factory", "open_source"),
-    "FolderSource": ("folder", "FolderSource"),
+    "IMAGENET_MEAN": ("imagenet", "IMAGENET_MEAN"),
+    "IMAGENET_STD": ("imagenet", "IMAGENET_STD"),
+    "denormalize": ("imagenet", "denormalize"),
+    "denormalize_uint8": ("imagenet", "denormalize_uint8"),
+    "normalize": ("imagenet", "normalize"),
+    "to_uint8_image": ("imagenet", "to_uint8_image"),
+    "ImageSource": ("layouts.source", "ImageSource"),
+    "VOCSource": ("layouts.voc", "VOCSource"),
+    "COCOSource": ("layouts.coco", "COCOSource"),
+    "FolderSource": ("layouts.folder", "FolderSource"),
+    "open_synthetic": ("layouts.synthetic", "open_synthetic"),
+    "KINDS": ("layouts.factory", "KINDS"),
+    "open_source": ("layouts.factory", "open_source"),
+    "ToCoViews": ("views", "ToCoViews"),
+    "sample_seed": ("views", "sample_seed"),
+    "EvalDataset": ("datasets", "EvalDataset"),
+    "TrainDataset": ("datasets", "TrainDataset"),
+    "TrainBatch": ("batch", "TrainBatch"),
     "ResumableSampler": ("loader", "ResumableSampler"),
     "WorkerInit": ("loader", "WorkerInit"),
     "batches_per_epoch": ("loader", "batches_per_epoch"),
@@ -38,19 +57,8 @@ _EXPORTS: Dict[str, Tuple[str, str]] = {
     "open_split": ("pipeline", "open_split"),
     "training_loader": ("pipeline", "training_loader"),
     "validation_data": ("pipeline", "validation_data"),
-    "ImageSource": ("source", "ImageSource"),
-    "generate_synthetic": ("synthetic", "generate"),
-    "open_synthetic": ("synthetic", "open_synthetic"),
-    "synthetic_class_names": ("synthetic", "synthetic_class_names"),
-    "IMAGENET_MEAN": ("imagenet", "IMAGENET_MEAN"),
-    "IMAGENET_STD": ("imagenet", "IMAGENET_STD"),
-    "ToCoViews": ("transforms", "ToCoViews"),
-    "denormalize": ("imagenet", "denormalize"),
-    "denormalize_uint8": ("imagenet", "denormalize_uint8"),
-    "normalize": ("imagenet", "normalize"),
-    "to_uint8_image": ("imagenet", "to_uint8_image"),
-    "sample_seed": ("transforms", "sample_seed"),
-    "VOCSource": ("voc", "VOCSource"),
+    "check_dataset": ("tools.check", "check_dataset"),
+    "generate_synthetic": ("tools.make_synthetic", "generate"),
 }
 
 __all__ = sorted(_EXPORTS)

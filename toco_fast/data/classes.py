@@ -2,8 +2,8 @@
 
 ``VOC_CLASSES`` (21) and ``COCO_CLASSES`` (81) follow the official ToCo ``datasets/voc.py`` and
 ``datasets/coco.py`` order; ``COCO_CATEGORY_IDS[k]`` is the COCO annotation ``category_id`` of class ``k + 1``
-(class ids are the sorted category ids renumbered 1..80). ``synthetic_class_names(K)`` gives the generated
-dataset's names (defined with the shapes in ``synthetic.py``).
+(class ids are the sorted category ids renumbered 1..80). The generated dataset's names are
+``toco_fast.data.layouts.synthetic.synthetic_class_names``.
 """
 from typing import List, Tuple
 
@@ -65,9 +65,3 @@ def check_class_names(names: List[str], where: str) -> List[str]:
         seen.add(name)
     return names
 
-
-def synthetic_class_names(num_classes: int) -> List[str]:
-    """Class names of the generated dataset (``toco_fast.data.synthetic``), background first."""
-    from .synthetic import synthetic_class_names as names
-
-    return names(num_classes)

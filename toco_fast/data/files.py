@@ -1,6 +1,7 @@
 """Reading and writing the files every dataset layout shares: images, class-id masks, name lists, label caches.
 
 Every failure raises :class:`~toco_fast.data.errors.DataError` whose message starts with the offending path.
+Every write goes through :mod:`toco_fast.io.atomic`, so an interrupted run never leaves a truncated file.
 
 Image-level label cache: ``cls_labels_onehot.npy``, the official ToCo format, a pickled ``dict`` saved with
 ``np.save``: image name -> uint8 array ``[C-1]`` (one-hot over the foreground classes, background excluded).
@@ -12,6 +13,8 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
+
+from toco_fast.io.atomic import atomic_write, atomic_write_bytes
 
 from .errors import DataError
 
@@ -117,7 +120,7 @@ def load_name_list(path: str) -> List[str]:
 
 def write_name_list(path: str, names: Iterable[str]) -> None:
     """Write one name per line (atomically: a partial file never replaces a good one)."""
-    _atomic_write_bytes(path, "".join(f"{name}\n" for name in names).encode("utf-8"))
+    atomic_write_bytes(path, "".join(f"{name}\n" for name in names).encode("utf-8"))
 
 
 def load_cls_labels(path: str, num_classes: int) -> Dict[str, np.ndarray]:
@@ -151,22 +154,13 @@ def load_cls_labels(path: str, num_classes: int) -> Dict[str, np.ndarray]:
 def save_cls_labels(path: str, labels: Dict[str, np.ndarray]) -> None:
     """Write a ``cls_labels_onehot.npy`` cache (uint8 vectors, official format), atomically."""
     table = {str(name): np.asarray(vector, dtype=np.uint8) for name, vector in labels.items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        np.save(handle, np.array(table, dtype=object), allow_pickle=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.save(handle, np.array(table, dtype=object), allow_pickle=True))
 
 
 def write_png(path: str, array: np.ndarray, compress_level: int = 6) -> None:
     """Save a uint8 ``[H, W]`` (grey) or ``[H, W, 3]`` (RGB) array as PNG, atomically."""
-    tmp = f"{path}.tmp{os.getpid()}"
     image = Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8))
-    image.save(tmp, format="PNG", compress_level=compress_level)
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    # Not fsynced (the generator and the COCO conversion write thousands): a crash still leaves the old file or
+    # none; only a power loss can drop a recent one.
+    atomic_write(path, lambda handle: image.save(handle, format="PNG", compress_level=compress_level),
+                 durable=False)

@@ -6,13 +6,13 @@ from torch.utils.data import DataLoader
 
 from toco_fast.config import Config, DataConfig
 
-from .check import check_dataset
-from .dataset import EvalDataset, TrainDataset
+from .datasets import EvalDataset, TrainDataset
 from .errors import DataError
-from .factory import open_source
+from .layouts.factory import open_source
+from .layouts.source import ImageSource
 from .loader import build_train_loader, build_val_loader
-from .source import ImageSource
-from .transforms import ToCoViews
+from .tools.check import check_dataset
+from .views import ToCoViews
 
 
 @dataclass

@@ -6,7 +6,7 @@ the mask size and turned into labels by ``cam_to_label`` with the *ground-truth*
 ``bkg_thre``. Three confusion histograms ("CAM", "aux_CAM", "Seg_Pred") accumulate over the split.
 
 Unlike the official script (every rank evaluates the whole split), under ``torch.distributed`` each rank gets its own
-disjoint shard (``toco_fast.data.loader.build_val_loader(..., rank, world_size)``) and the histograms are summed
+disjoint shard (``toco_fast.data.build_val_loader(..., rank, world_size)``) and the histograms are summed
 across ranks at the end. ``DistributedSampler`` is not suitable: it pads the shards with repeated images, which
 would be counted twice.
 """
@@ -39,8 +39,8 @@ def evaluate_model(model: nn.Module, loader, *, num_classes: int, class_names: O
         loader: yields collated ``EvalDataset`` batches (dicts): ``image`` ``[B,3,H,W]`` normalised, ``mask``
             ``[B,H,W]`` long, ``cls_label`` ``[B,C-1]``.
         num_classes: C, background included; ``class_names``: C names for the metrics (optional).
-        cam: CAM scales and thresholds (default ``CamConfig()``). ``high_thre`` and ``low_thre`` are passed to ``cam_to_label`` as the
-            official script does; without an image box they do not change the labels.
+        cam: CAM scales and thresholds (default ``CamConfig()``). ``high_thre`` and ``low_thre`` are passed to
+            ``cam_to_label`` as the official script does; without an image box they do not change the labels.
         ignore_index: mask value that is not counted.
         crop_size: side of the square the images are resized to.
         device: where to run; default the model's device.

@@ -26,6 +26,8 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None], durable: boo
     suffix = os.path.splitext(path)[1]
     fd, tmp_path = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=suffix, dir=folder)
     try:
+        # mkstemp makes the file private (0600); give it the mode a plain open() would (or the replaced file's).
+        os.chmod(tmp_path, _mode_for(path))
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             if durable:
@@ -49,6 +51,16 @@ def atomic_write_bytes(path: PathLike, data: bytes, durable: bool = True) -> str
 def atomic_write_text(path: PathLike, text: str, durable: bool = True) -> str:
     """``atomic_write`` of UTF-8 text."""
     return atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def _mode_for(path: str) -> int:
+    """The replaced file's permission bits, else 0666 minus the process umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _fsync_dir(folder: str) -> None:

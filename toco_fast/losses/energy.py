@@ -29,7 +29,6 @@ from toco_fast.ops.bilateral import bilateral_filter
 from toco_fast.ops.extension import extension
 
 
-
 def energy_gate(probs: torch.Tensor, rois: torch.Tensor, unlabelled: torch.Tensor) -> torch.Tensor:
     """Official gate [B, H, W]: ROI - max_k probs, set to 1 on unlabelled pixels, negatives clipped to 0."""
     gate = rois - probs.max(dim=1)[0]
@@ -135,8 +134,7 @@ class DenseEnergyLoss(nn.Module):
 
 
 def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
-                img_box: Optional[BoxLike], loss_layer: DenseEnergyLoss, *,
-                pixels: Optional[torch.Tensor] = None) -> torch.Tensor:
+                img_box: Optional[BoxLike], loss_layer: DenseEnergyLoss) -> torch.Tensor:
     """Official ``get_energy_loss``: softmax the logits, build the crop-box ROI, denormalise the images to 0-255
     (``toco_fast.data.imagenet.denormalize``, the official constants) and call ``loss_layer``.
 
@@ -146,7 +144,6 @@ def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
         label: [B, H, W] pseudo labels (255 = unlabelled); cast to uint8 like the official code.
         img_box: [B, 4] crop boxes (y0, y1, x0, x1), or None for no crop.
         loss_layer: a ``DenseEnergyLoss``.
-        pixels: ``denormalize(images)`` when the caller already has it (the training step shares it with PAR).
 
     Returns:
         0-d loss on ``logits``' device.
@@ -157,9 +154,7 @@ def energy_loss(images: torch.Tensor, logits: torch.Tensor, label: torch.Tensor,
     probs = F.softmax(logits, dim=1)
     b, _, h, w = probs.shape
     rois = box_mask(img_box, b, h, w, probs.device).to(probs.dtype)
-    if pixels is None:
-        pixels = denormalize(images)
-    return loss_layer(pixels, probs, rois, label.to(torch.uint8).unsqueeze(1))
+    return loss_layer(denormalize(images), probs, rois, label.to(torch.uint8).unsqueeze(1))
 
 
 def build_energy_loss(cfg: LossConfig) -> Optional[DenseEnergyLoss]:

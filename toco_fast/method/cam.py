@@ -7,9 +7,9 @@ and passed once through ``model.forward_cams(x)``. Each CAM is resized back to t
 are summed, and each ``[H, W]`` class map is min-max normalised as ``(x - min) / (max - min + 1e-5)``.
 
 Scaled sizes follow the official ``int(s * H)``, ``int(s * W)`` (224 and 672 for 448 px at 0.5 and 1.5). The model
-only takes multiples of its patch size (``model.patch_size``, 1 when absent), so a size that is not one is rounded to the nearest multiple (halves round up, never below one
-patch); this also applies to scale 1.0 when the input size itself is not a multiple. Where ``int(s * H)`` already is
-a multiple nothing changes.
+only takes multiples of its patch size (``model.patch_size``, 1 when absent), so a size that is not one is rounded to
+the nearest multiple (halves round up, never below one patch); this also applies to scale 1.0 when the input size
+itself is not a multiple. Where ``int(s * H)`` already is a multiple nothing changes.
 
 ``forward_cams`` returns ``(cam, cam_aux)`` (the official ``cam_only`` forward returns ``(cam_aux, cam)``).
 fp16/bf16 CAMs are fused and normalised in fp32.
@@ -32,8 +32,8 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor,
     """Flip- and scale-fused, min-max normalised CAMs of the final and the auxiliary classifier.
 
     Args:
-        model: the bare ToCo (not a DDP / compile wrapper), or any module whose ``forward_cams(x)`` returns ``(cam, cam_aux)``,
-            each ``[2B, C-1, h, w]``.
+        model: the bare ToCo (not a DDP / compile wrapper), or any module whose ``forward_cams(x)`` returns
+            ``(cam, cam_aux)``, each ``[2B, C-1, h, w]``.
         images: ``[B, 3, H, W]`` float, normalised images.
         scales: resize factors; 1.0 is always evaluated, once, first.
 

@@ -8,7 +8,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from toco_fast.method.labels import CAM_DEFAULTS, valid_cam
+from toco_fast.method.labels import CAM_DEFAULTS, mask_by_labels
 from toco_fast.ops._checks import check_tensor
 
 _INTEGER_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
@@ -24,7 +24,7 @@ def cam_to_roi_mask(cam: torch.Tensor, cls_label: torch.Tensor, high_thre: float
         ``[B, H, W]`` int16: 0 where the max masked CAM is ``<= low_thre`` (background), 2 where it is
         ``>= high_thre`` (foreground; this wins if the thresholds overlap), 1 otherwise (uncertain).
     """
-    cam_value = valid_cam(cam, cls_label).amax(dim=1)
+    cam_value = mask_by_labels(cam, cls_label).amax(dim=1)
     roi = torch.ones_like(cam_value, dtype=torch.int16)
     roi = roi.masked_fill(cam_value <= low_thre, 0)
     return roi.masked_fill(cam_value >= high_thre, 2)

@@ -42,7 +42,7 @@ def cam_to_label(cam: torch.Tensor, cls_label: torch.Tensor, img_box: Optional[B
         ``pseudo_label`` ``[B, H, W]`` int64 when ``img_box`` is None, else ``(valid_cam, pseudo_label)`` where
         ``valid_cam = cls_label * cam`` ``[B, C-1, H, W]``.
     """
-    valid_cam = valid_cam(cam, cls_label)
+    valid_cam = mask_by_labels(cam, cls_label)
     cam_value, label = valid_cam.max(dim=1)
     label = label + 1
     label = label.masked_fill(cam_value <= bkg_thre, 0)
@@ -93,7 +93,7 @@ def token_labels_from_cam(cam_aux: torch.Tensor, cls_label: torch.Tensor, img_bo
     return labels.reshape(cam_aux.shape[0], grid_h * grid_w)
 
 
-def valid_cam(cam: torch.Tensor, cls_label: torch.Tensor) -> torch.Tensor:
+def mask_by_labels(cam: torch.Tensor, cls_label: torch.Tensor) -> torch.Tensor:
     """``cls_label * cam`` broadcast over the pixels, after validating both."""
     check_tensor("cam", cam, ndim=4, floating=True, shape_doc="[B,C-1,H,W]")
     check_tensor("cls_label", cls_label, ndim=2, shape_doc="[B,C-1]")

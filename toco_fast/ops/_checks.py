@@ -27,13 +27,6 @@ def check_tensor(name: str, value, ndim: Optional[int] = None, floating: bool = 
         raise ValueError(f"{name}: expected dtype in ({allowed}){expected}, got {value.dtype}")
 
 
-def check_same_leading(name_a: str, a: torch.Tensor, name_b: str, b: torch.Tensor, dims: int) -> None:
-    """Raise ValueError unless the first ``dims`` sizes of ``a`` and ``b`` agree."""
-    if tuple(a.shape[:dims]) != tuple(b.shape[:dims]):
-        raise ValueError(f"{name_b}: leading shape {tuple(b.shape[:dims])} does not match {name_a}'s "
-                         f"{tuple(a.shape[:dims])} (shapes {tuple(a.shape)} and {tuple(b.shape)})")
-
-
 def check_same_device(op_name: str, **tensors: torch.Tensor) -> None:
     """Raise ValueError unless all tensors live on one device."""
     devices = {name: t.device for name, t in tensors.items()}

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from toco_fast.ops._checks import check_same_device, check_tensor
-from toco_fast.ops.extension import check_contiguous, check_sigma, extension
 from toco_fast.ops.bilateral import check_image_values, check_images, pixel_features_reference
+from toco_fast.ops.extension import check_contiguous, check_sigma, extension
 
 ArrayOrTensor = Union[np.ndarray, torch.Tensor]
 UNARY_CLIP = 1e-5  # pydensecrf.utils.unary_from_softmax clips probabilities to [1e-5, 1] before -log

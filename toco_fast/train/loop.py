@@ -22,20 +22,40 @@ from toco_fast.config import Config, ConfigError, save_config, to_dict
 from toco_fast.data import TrainBatch, batches_per_epoch, iterate_batches, training_loader, validation_data
 from toco_fast.eval.metrics import format_iou_table
 from toco_fast.eval.validation import validate
-from toco_fast.io.checkpoint import (Checkpoint, checkpoint_path, list_checkpoints, open_checkpoint,
-                                     prune_checkpoints, save_checkpoint)
+from toco_fast.io.checkpoint import (
+    Checkpoint,
+    checkpoint_path,
+    list_checkpoints,
+    open_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from toco_fast.io.rng import capture_rng_state, restore_rng_state, seed_everything
 from toco_fast.losses.energy import build_energy_loss
 from toco_fast.method.schedule import loss_weights
 from toco_fast.model.factory import build_model
 from toco_fast.parallel.collectives import all_reduce_mean, barrier
-from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, env_dist_info, init_distributed
-from toco_fast.parallel.process_group import resolve_device
+from toco_fast.parallel.process_group import (
+    DistInfo,
+    cleanup_distributed,
+    env_dist_info,
+    init_distributed,
+    resolve_device,
+)
 from toco_fast.parallel.wrap import parallelize
 from toco_fast.train.optim import build_optimizer
 from toco_fast.train.precision import resolve_precision
-from toco_fast.train.runlog import (MetricsWriter, ProgressBar, RunningMeans, Throughput, close_logger,
-                                    format_duration, format_fields, get_logger, setup_logger)
+from toco_fast.train.runlog import (
+    MetricsWriter,
+    ProgressBar,
+    RunningMeans,
+    Throughput,
+    close_logger,
+    format_duration,
+    format_fields,
+    get_logger,
+    setup_logger,
+)
 from toco_fast.train.step import TrainStepModule
 
 CONFIG_FILE = "config.yaml"

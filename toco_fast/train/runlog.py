@@ -8,12 +8,15 @@
   records; the header grows when a new field appears, e.g. ``seg`` once the segmentation loss starts).
 """
 import csv
+import io
 import json
 import logging
 import math
 import os
 import sys
-from typing import Any, Dict, IO, List, Optional
+from typing import IO, Any, Dict, List, Optional
+
+from toco_fast.io.atomic import atomic_write_text
 
 LOGGER_NAME = "toco_fast.run"
 LOG_FILE = "train.log"
@@ -200,13 +203,14 @@ class MetricsWriter:
         return bool(new)
 
     def _rewrite(self) -> None:
-        with open(self.jsonl_path, "w", encoding="utf-8") as f:
-            for record in self.records:
-                f.write(json.dumps(record) + "\n")
-        with open(self.csv_path, "w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.records)
+        """Both files from ``records`` (atomically: a crash mid-rewrite keeps the previous files)."""
+        atomic_write_text(self.jsonl_path, "".join(json.dumps(record) + "\n" for record in self.records),
+                          durable=False)
+        table = io.StringIO(newline="")
+        writer = csv.DictWriter(table, fieldnames=self.columns)
+        writer.writeheader()
+        writer.writerows(self.records)
+        atomic_write_text(self.csv_path, table.getvalue(), durable=False)
 
     def write(self, record: Dict[str, Any]) -> None:
         record = {key: _jsonable(value) for key, value in record.items()}

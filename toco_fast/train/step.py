@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from toco_fast.config import Config
-from toco_fast.data import TrainBatch, denormalize
+from toco_fast.data import TrainBatch, denormalize_uint8
 from toco_fast.losses.ctc import ctc_loss
 from toco_fast.losses.energy import DenseEnergyLoss, energy_loss
 from toco_fast.losses.seg import seg_loss
@@ -129,9 +129,8 @@ def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, 
     thresholds = dict(bkg_thre=cfg.cam.bkg_thre, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
     valid_cam, _ = cam_to_label(cams, batch.cls_labels, img_box=batch.img_box, ignore_mid=True,
                                 ignore_index=cfg.data.ignore_index, **thresholds)
-    pixels = denormalize(batch.images.float())
     # PAR sees the image as the official denormalize_img2 makes it: uint8-truncated, scaled to [0, 1].
-    unit_images = pixels.to(torch.uint8).float() / 255.0
+    unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
     pseudo = refine_cams_with_bkg(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
                                   low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index,
                                   img_box=batch.img_box).long()
@@ -140,7 +139,7 @@ def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, 
     if "seg" in weights:
         terms["seg"] = seg_loss(segs, pseudo, ignore_index=cfg.data.ignore_index)
     if "reg" in weights:
-        terms["reg"] = energy_loss(batch.images.float(), segs, pseudo, batch.img_box, energy, pixels=pixels)
+        terms["reg"] = energy_loss(batch.images.float(), segs, pseudo, batch.img_box, energy)
     return terms
 
 

@@ -1,0 +1,28 @@
+"""What the inference tests share: a small stand-in for ToCo's segmentation interface."""
+import types
+
+import pytest
+import torch
+import torch.nn as nn
+
+
+class PatchSeg(nn.Module):
+    """A stand-in with ToCo's call interface: stride-``patch`` embedding, a 3x3 head (so neighbours matter), and
+    ToCo's refusal of sizes that are not multiples of the patch size."""
+
+    def __init__(self, patch: int, num_classes: int = 5):
+        super().__init__()
+        self.patch_size = patch
+        self.embed = nn.Conv2d(3, 8, patch, stride=patch)
+        self.head = nn.Conv2d(8, num_classes, 3, padding=1)
+
+    def forward(self, x):
+        if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
+            raise ValueError(f"size {tuple(x.shape[-2:])} is not a multiple of {self.patch_size}")
+        return types.SimpleNamespace(seg_logits=self.head(torch.tanh(self.embed(x))))
+
+
+@pytest.fixture
+def patch_seg():
+    """The :class:`PatchSeg` class: ``patch_seg(patch=16, num_classes=3)``."""
+    return PatchSeg

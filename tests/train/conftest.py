@@ -1,0 +1,13 @@
+"""Fixtures of the training tests."""
+import pytest
+
+from train_helpers import NUM_CLASSES, SIZE
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    from toco_fast.data import generate_synthetic
+
+    root = str(tmp_path_factory.mktemp("synthetic"))
+    generate_synthetic(root, num_train=12, num_val=3, num_classes=NUM_CLASSES, size=SIZE, seed=0)
+    return root

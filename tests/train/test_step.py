@@ -1,0 +1,136 @@
+"""The training step: it learns on a fixed batch, computes exactly the terms that are on (and nothing only an off term
+needs), and the reg term joins when its loss layer is given."""
+import pytest
+import torch
+
+from toco_fast.losses.energy import build_energy_loss
+from toco_fast.model.factory import build_model
+from toco_fast.train import loop, step as step_module
+from toco_fast.train.optim import build_optimizer
+from toco_fast.train.step import train_step
+from train_helpers import NUM_CLASSES, SIZE, fixed_batch, tiny_cfg
+
+
+def test_overfit_fixed_batch(synthetic_root):
+    cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "optim.lr=1e-3")
+    model = build_model(cfg.model).train()
+    optimizer, sched = build_optimizer(model, cfg)
+    batch = fixed_batch(cfg)
+    losses = []
+    for n_iter in range(20):
+        sched.apply(100)  # past the warm-up
+        torch.manual_seed(0)  # the same local crops every step: a truly fixed batch
+        loss, terms = train_step(model, batch, cfg=cfg, n_iter=n_iter)
+        assert set(terms) == {"cls", "cls_aux", "ptc", "ctc", "seg"}  # reg: no extension in CI
+        assert torch.isfinite(loss) and all(torch.isfinite(v) for v in terms.values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def _spy(monkeypatch, module, name, calls):
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        calls.append(name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+
+
+@pytest.fixture
+def spied(monkeypatch):
+    """Record the step's calls of everything a loss term needs."""
+    calls = []
+    for name in ("multi_scale_cam", "crop_from_roi", "cam_to_roi_mask", "token_labels_from_cam",
+                 "refine_cams_with_bkg", "ctc_loss", "seg_loss", "ptc_loss"):
+        _spy(monkeypatch, step_module, name, calls)
+    return calls
+
+
+@pytest.mark.parametrize("overrides, n_iter, expected_terms, expected_calls", [
+    # cls-only baseline before the seg start: no CAM, no crops, no PAR, no contrast
+    (["loss.w_ptc=0", "loss.w_ctc=0", "loss.seg_start_iter=5"], 5, {"cls", "cls_aux"}, set()),
+    # baseline after the seg start: CAM + PAR + seg, still no contrast and no local crops
+    (["loss.w_ptc=0", "loss.w_ctc=0", "loss.seg_start_iter=5"], 6, {"cls", "cls_aux", "seg"},
+     {"multi_scale_cam", "refine_cams_with_bkg", "seg_loss"}),
+    # COCO-like: contrast off until its start, seg on
+    (["loss.contrast_start_iter=10", "loss.seg_start_iter=0"], 10, {"cls", "cls_aux", "seg"},
+     {"multi_scale_cam", "refine_cams_with_bkg", "seg_loss"}),
+    # everything on except seg (weight 0)
+    (["loss.w_seg=0", "loss.seg_start_iter=-1"], 0, {"cls", "cls_aux", "ptc", "ctc"},
+     {"multi_scale_cam", "cam_to_roi_mask", "crop_from_roi", "ctc_loss", "token_labels_from_cam", "ptc_loss"}),
+])
+def test_terms_that_are_off_are_not_computed(synthetic_root, spied, overrides, n_iter, expected_terms,
+                                             expected_calls):
+    cfg = tiny_cfg(synthetic_root, *overrides)
+    model = build_model(cfg.model).train()
+    seen_views = []
+    real_forward = model.forward
+
+    def forward(images, view2=None, local_crops=None):
+        seen_views.append((view2 is not None, local_crops is not None))
+        return real_forward(images, view2=view2, local_crops=local_crops)
+
+    model.forward = forward
+    teacher_before = [p.clone() for p in model.proj_head_t.parameters()]
+    with torch.no_grad():
+        for p in model.proj_head.parameters():
+            p.add_(0.1)
+    _, terms = train_step(model, fixed_batch(cfg), cfg=cfg, n_iter=n_iter)
+    assert set(terms) == expected_terms
+    assert set(spied) == expected_calls
+    contrast = "ctc" in expected_terms
+    assert seen_views == [(contrast, contrast)]
+    teacher_moved = any(not torch.equal(a, b) for a, b in zip(teacher_before, model.proj_head_t.parameters()))
+    assert teacher_moved == contrast  # the EMA runs only with the CTC term
+
+
+def test_reg_term_is_off_without_extension(synthetic_root, monkeypatch):
+    from toco_fast.ops import extension as extension_module
+
+    def missing():
+        raise ImportError("cannot import name '_C'")
+
+    extension_module._load.cache_clear()
+    monkeypatch.setattr(extension_module, "_load", missing)
+    with pytest.raises(RuntimeError, match="toco_fast._C extension is not available.*pip install"):
+        build_energy_loss(tiny_cfg(synthetic_root).loss)
+    assert build_energy_loss(tiny_cfg(synthetic_root, "loss.w_reg=0").loss) is None  # weight 0: not needed
+    messages = []
+    monkeypatch.setattr(loop.get_logger(), "warning", messages.append)
+    assert loop._energy_or_warn(tiny_cfg(synthetic_root), loop.get_logger()) is None
+    assert len(messages) == 1 and "reg loss is OFF" in messages[0] and "pip install" in messages[0]
+
+
+def test_reg_term_is_used_when_given(synthetic_root, monkeypatch):
+    cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "loss.w_ptc=0", "loss.w_ctc=0")
+    model = build_model(cfg.model).train()
+    calls = []
+
+    def energy_loss(images, seg_logits, labels, img_box, layer):
+        calls.append((tuple(images.shape), tuple(seg_logits.shape), tuple(labels.shape), layer))
+        return (seg_logits.float() ** 2).mean()
+
+    monkeypatch.setattr(step_module, "energy_loss", energy_loss)
+    layer = object()
+    loss, terms = train_step(model, fixed_batch(cfg), cfg=cfg, n_iter=0, energy=layer)
+    assert set(terms) == {"cls", "cls_aux", "seg", "reg"}
+    assert calls == [((2, 3, SIZE, SIZE), (2, NUM_CLASSES, SIZE, SIZE), (2, SIZE, SIZE), layer)]
+    expected = terms["cls"] + terms["cls_aux"] + 0.1 * terms["seg"] + 0.05 * terms["reg"]
+    torch.testing.assert_close(loss.detach(), expected)
+
+
+def test_real_energy_term_when_built(synthetic_root):
+    cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "loss.w_ptc=0", "loss.w_ctc=0")
+    try:
+        energy = build_energy_loss(cfg.loss)
+    except RuntimeError:
+        pytest.skip("toco_fast._C is not built")
+    model = build_model(cfg.model).train()
+    loss, terms = train_step(model, fixed_batch(cfg), cfg=cfg, n_iter=0, energy=energy)
+    assert set(terms) == {"cls", "cls_aux", "seg", "reg"} and torch.isfinite(terms["reg"])
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.decoder.parameters())
