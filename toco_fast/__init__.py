@@ -8,6 +8,6 @@ from toco_fast._version import __version__  # noqa: F401  (the public version at
 
 def info() -> str:
     """Return a short report of what this installation can use (CUDA, Triton, extension, xformers)."""
-    from toco_fast.cli.info import availability_report
+    from toco_fast.ops.availability import availability_report
 
     return availability_report()

@@ -28,3 +28,9 @@ def medium_set(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("medium_set") / "set")
     generate(root, num_train=8, num_val=3, num_classes=5, size=40, seed=11)
     return root
+
+
+@pytest.fixture
+def root(small_set):
+    """The ``small_set`` folder, as the error and check tests name it."""
+    return small_set
