@@ -19,8 +19,8 @@ def _packages():
 def _lattice_extension():
     """The csrc/ permutohedral-lattice extension ``toco_fast._C`` and its build command.
 
-    CPU sources always; CUDA sources too when torch has CUDA and nvcc is found, or as forced by
-    TOCO_FAST_CUDA=0/1. CUDA archs default to 8.0;9.0 (override with TORCH_CUDA_ARCH_LIST).
+    CPU sources always; CUDA sources too when a GPU is visible and nvcc is found, or as forced by TOCO_FAST_CUDA=0/1
+    (CI sets 1, so the CUDA code is compiled there although no GPU can run it). CUDA archs default to 8.0;9.0 (override with TORCH_CUDA_ARCH_LIST).
     """
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     if not sources:
@@ -51,7 +51,7 @@ def _lattice_extension():
     forced = os.environ.get("TOCO_FAST_CUDA", "")
     if forced not in ("", "0", "1"):
         raise ValueError(f"TOCO_FAST_CUDA must be 0 or 1, got {forced!r}")
-    with_cuda = forced == "1" if forced else bool(torch.version.cuda and cuda_home)
+    with_cuda = forced == "1" if forced else bool(torch.version.cuda and cuda_home and torch.cuda.is_available())
     # torch picks the C++ standard its headers need. -fno-trapping-math lets GCC if-convert and vectorise the
     # clamped float selects of the softmax exp (values are unchanged; FP exception flags are never read);
     # -ffp-contract=off (and nvcc's --fmad=false) keep a*b+c unfused, as in the reference code, on any -march.

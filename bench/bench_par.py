@@ -21,35 +21,8 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _utils import compare, environment, markdown_table, write_csv  # noqa: E402
-from toco_fast.method.img_box import box_mask  # noqa: E402
-from toco_fast.method.refine import refine_cams_with_bkg  # noqa: E402
+from toco_fast.method.refine import refine_cams_with_bkg, refine_cams_with_bkg_per_image  # noqa: E402
 from toco_fast.ops.par import par, par_reference  # noqa: E402
-
-
-@torch.no_grad()
-def refine_official_loop(images, cams, cls_labels, high_thre=0.7, low_thre=0.25, ignore_index=255, img_box=None,
-                         down_scale=2):
-    """ToCo's ``refine_cams_with_bkg_v2`` control flow: per image, per threshold, one PAR call each."""
-    b, _, h, w = images.shape
-    size = [h // down_scale, w // down_scale]
-    small_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    present = torch.cat((torch.ones((b, 1), device=cams.device), cls_labels), dim=1)
-    inside = box_mask(img_box, b, h, w, cams.device)
-    labels = []
-    for thre in (high_thre, low_thre):
-        with_bkg = torch.cat((torch.ones((b, 1, h, w), device=cams.device) * thre, cams), dim=1)
-        small = F.interpolate(with_bkg, size=size, mode="bilinear", align_corners=False)
-        label = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
-        for idx in range(b):
-            keys = torch.nonzero(present[idx])[:, 0]
-            probs = small[idx, keys].unsqueeze(0).softmax(dim=1)
-            refined = F.interpolate(par_reference(small_images[[idx]], probs), size=(h, w), mode="bilinear",
-                                    align_corners=False)
-            label[idx] = torch.where(inside[idx], keys[refined.argmax(dim=1)][0], label[idx])
-        labels.append(label)
-    label_h, label_l = labels
-    out = label_h.masked_fill(label_h == 0, ignore_index)
-    return out.masked_fill((label_h + label_l) == 0, 0)
 
 
 def make_inputs(batch, size, k, device):
@@ -84,7 +57,7 @@ def main():
             images, cams, cls_labels, boxes = make_inputs(args.batch, size, k, device)
             label = f"B{args.batch} {size}² (PAR {size // 2}²) K={k}"
             paths = {
-                "official-loop": lambda: refine_official_loop(images, cams, cls_labels, img_box=boxes),
+                "official-loop": lambda: refine_cams_with_bkg_per_image(images, cams, cls_labels, img_box=boxes),
                 "batched-torch": lambda: refine_cams_with_bkg(images, cams, cls_labels, img_box=boxes,
                                                               impl="reference"),
             }

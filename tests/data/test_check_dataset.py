@@ -36,3 +36,12 @@ def test_check_dataset_reports_every_bad_file(root):
 def test_check_dataset_rejects_other_objects():
     with pytest.raises(ValueError, match="dataset"):
         check_dataset([1, 2, 3])
+
+
+def test_check_dataset_reports_a_16_bit_image(root):
+    """--check-data used to pass a 16-bit PNG that decodes as all white."""
+    path = images_path(root, "train_000001")
+    height, width = np.asarray(Image.open(path)).shape[:2]
+    Image.fromarray(np.full((height, width), 40000, np.uint16)).save(path)
+    problems = check_dataset(TrainDataset(small_source(root)), num_threads=1)
+    assert len(problems) == 1 and problems[0].startswith(f"{path}: image mode I;16"), problems

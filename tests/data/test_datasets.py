@@ -53,3 +53,18 @@ def test_eval_without_mask_or_label_for_inference(medium_set, tmp_path):
     sample = dataset[0]
     assert (sample["mask"] == 255).all() and sample["cls_label"].tolist() == [0.0] * (K - 1)
     assert dataset[1]["cls_label"].sum() >= 1  # has a mask: label from it
+
+
+def test_eval_items_take_image_labels_from_the_label_cache_over_the_mask(small_set):
+    """The official validation reads image-level labels from cls_labels_onehot.npy, not from the masks."""
+    from toco_fast.data.files import LABEL_CACHE_NAME, load_cls_labels, save_cls_labels
+
+    names = synthetic_class_names(4)
+    cache = os.path.join(small_set, "ImageSets", "Segmentation", LABEL_CACHE_NAME)
+    table = load_cls_labels(cache, 4)
+    from_mask = EvalDataset(open_source("voc", small_set, "val", class_names=names))[0]["cls_label"].numpy()
+    flipped = 1 - np.asarray(table["val_000000"])
+    save_cls_labels(cache, {**table, "val_000000": flipped})
+    item = EvalDataset(open_source("voc", small_set, "val", class_names=names))[0]
+    np.testing.assert_array_equal(item["cls_label"].numpy(), flipped.astype(np.float32))
+    assert not np.array_equal(item["cls_label"].numpy(), from_mask)

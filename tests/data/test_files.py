@@ -1,5 +1,6 @@
 """Shared file formats: round trips, and writes that fail half-way keep the previous file and leave no debris."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -75,3 +76,24 @@ def test_read_errors_name_the_file(tmp_path):
         read_image(str(tmp_path / "missing.png"))
     with pytest.raises(DataError, match=r"missing.txt: split list not found"):
         load_name_list(str(tmp_path / "missing.txt"))
+
+
+@pytest.mark.parametrize("name, mode, dtype", [("scan.png", "I;16", np.uint16), ("scan.tif", "I", np.int32),
+                                               ("scan.tiff", "F", np.float32)])
+def test_wide_grey_images_are_rejected_not_whitened(tmp_path, name, mode, dtype):
+    """PIL clips 16/32-bit grey to 255 when it converts to RGB: such an image would train as all white."""
+    path = tmp_path / name
+    Image.fromarray(np.full((6, 8), 40000, dtype=dtype)).save(path)
+    assert Image.open(path).mode == mode
+    with pytest.raises(DataError, match=rf"{name}: image mode {re.escape(mode)} has 16 or 32 bits.*convert it to "
+                                        r"8 bits"):
+        read_image(str(path))
+
+
+def test_text_files_accept_a_byte_order_mark_and_reject_other_encodings(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"\xef\xbb\xbfa\nb\n")  # UTF-8 with a BOM, as Windows tools write it
+    assert load_name_list(str(path)) == ["a", "b"]
+    path.write_bytes("a\nb\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"train.txt: split list is not UTF-8 text"):
+        load_name_list(str(path))

@@ -1,6 +1,7 @@
 """Dataset layouts: VOC, folder + CSV, COCO naming, the synthetic class catalogue and meta file, the factory."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -94,6 +95,28 @@ def test_folder_classes_file_errors(tmp_path):
         FolderSource(root, "train")
     os.remove(os.path.join(root, "classes.txt"))
     with pytest.raises(DataError, match=r"classes.txt: class list not found"):
+        FolderSource(root, "train")
+
+
+def test_folder_files_written_by_excel_carry_a_byte_order_mark(tmp_path):
+    root = _folder(tmp_path, "image,labels\na.jpg,cat\n")
+    for name in ("train.csv", "classes.txt"):
+        path = os.path.join(root, name)
+        with open(path, "rb") as handle:
+            content = handle.read()
+        with open(path, "wb") as handle:
+            handle.write(b"\xef\xbb\xbf" + content)  # UTF-8 with a byte-order mark
+    source = FolderSource(root, "train")
+    assert source.class_names == ["background", "cat", "dog"] and source.names == ["a"]
+
+
+@pytest.mark.parametrize("name", ["train.csv", "classes.txt"])
+def test_folder_files_that_are_not_utf8_name_the_file(tmp_path, name):
+    root = _folder(tmp_path, "image,labels\na.jpg,cat\n")
+    path = os.path.join(root, name)
+    with open(path, "ab") as handle:
+        handle.write("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"{re.escape(path)}: .* is not UTF-8 text .*save it as UTF-8"):
         FolderSource(root, "train")
 
 

@@ -1,5 +1,6 @@
 """``python -m toco_fast.evaluate`` (``toco_fast.cli.evaluate``): exact numbers on a PNG folder, errors that name the
-file, checkpoint mode with the checkpoint's typed CAM / evaluation settings, and the flags of the entry point."""
+file, checkpoint mode with the checkpoint's typed CAM / evaluation settings, a class-count mismatch and an unwritable
+``--out-json`` failing before the run, and the flags of the entry point."""
 import dataclasses
 import json
 import os
@@ -114,6 +115,61 @@ def test_cli_bad_device_and_missing_checkpoint_are_input_errors(tmp_path, capsys
     if not torch.cuda.is_available():
         assert main(["--checkpoint", str(tmp_path / "nowhere"), "--device", "cuda"]) == 2
         assert "--device: 'cuda' requested but CUDA is not available" in capsys.readouterr().err
+
+
+def _one_error_line(err: str) -> str:
+    """The single ``error: ...`` line of ``err`` (fails when there are several lines or a traceback)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def no_run(monkeypatch):
+    """Make both evaluations fail the test if they start (the checks must come first)."""
+    from toco_fast.cli import evaluate
+    from toco_fast.eval import validation
+
+    def started(*args, **kwargs):
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(evaluate, "evaluate_prediction_dir", started)
+    monkeypatch.setattr(validation, "evaluate_model", started)
+
+
+def test_cli_checkpoint_class_count_mismatch_fails_before_the_run(tiny_run, tmp_path, no_run, capsys):
+    from toco_fast.data import generate_synthetic
+    from toco_fast.io.checkpoint import resolve_checkpoint
+
+    run_dir, _ = tiny_run
+    six = tmp_path / "six"
+    generate_synthetic(str(six), num_train=1, num_val=2, num_classes=6, size=40)
+    out_json = tmp_path / "e.json"
+    assert main(["--checkpoint", str(run_dir), "--dataset", "synthetic", "--root", str(six), "--split", "val",
+                 "--workers", "0", "--device", "cpu", "--out-json", str(out_json)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(resolve_checkpoint(run_dir)) in line and str(six) in line and "'val'" in line
+    assert "predicts 4 classes" in line and "has 6 classes" in line
+    assert not out_json.exists()
+
+
+def test_cli_out_json_folder_or_unwritable_parent_fails_before_the_run(voc_like, tiny_run, tmp_path, no_run,
+                                                                       capsys):
+    root, pred_dir, names, masks, preds = voc_like
+    run_dir, _ = tiny_run
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    pred_argv = ["--pred-dir", str(pred_dir), "--dataset", "voc", "--root", str(root), "--workers", "0"]
+    ckpt_argv = ["--checkpoint", str(run_dir), "--workers", "0", "--device", "cpu"]
+    for argv in (pred_argv, ckpt_argv):
+        assert main(argv + ["--out-json", str(tmp_path)]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line == (f"error: --out-json: {tmp_path}: is a folder (expected a file path, e.g. "
+                        f"{tmp_path / 'metrics.json'})")
+        assert main(argv + ["--out-json", str(a_file / "sub" / "e.json")]) == 2
+        line = _one_error_line(capsys.readouterr().err)
+        assert line == f"error: --out-json: {a_file / 'sub' / 'e.json'}: cannot be created, {a_file} is not a folder"
+    assert a_file.read_text() == "x"
 
 
 def test_entry_point_keeps_every_flag():

@@ -1,5 +1,6 @@
-"""Writing a split's predictions (``toco_fast.infer.export``): indexed PNGs with the VOC palette, and
-``run_inference``'s files, scores, precision and restored model mode."""
+"""Writing a split's predictions (``toco_fast.infer.export``): indexed PNGs with the VOC palette,
+``run_inference``'s files, scores, precision and restored model mode, and unreadable images (error records instead
+of worker tracebacks, stop or skip, one skipped list per rank)."""
 import os
 
 import numpy as np
@@ -7,7 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from toco_fast.infer import PROTOCOLS, load_logits, predict_segmentation, run_inference, save_label_png
+from toco_fast.infer import (
+    PROTOCOLS,
+    CatchReadErrors,
+    UnreadableImageError,
+    load_logits,
+    predict_segmentation,
+    run_inference,
+    save_label_png,
+    skipped_list_path,
+    write_skipped_list,
+)
 
 
 def test_label_png_has_indices_and_palette(tmp_path):
@@ -69,3 +80,40 @@ def test_run_inference_rejects_batches_of_several_images(tmp_path, patch_seg):
     item = {"name": ["a", "b"], "image": torch.randn(2, 3, 16, 16), "mask": torch.zeros(2, 16, 16)}
     with pytest.raises(ValueError, match="batch size 1"):
         run_inference(patch_seg(patch=16), [item], str(tmp_path), PROTOCOLS["voc"], num_classes=5)
+
+
+def test_catch_read_errors_turns_a_data_error_into_a_record_even_in_a_worker(tmp_path):
+    from toco_fast.data import EvalDataset, build_val_loader, generate_synthetic, open_source
+
+    generate_synthetic(str(tmp_path / "syn"), num_train=1, num_val=2, num_classes=3, size=32)
+    source = open_source("synthetic", str(tmp_path / "syn"), "val")
+    with open(source.image_paths[1], "wb") as handle:
+        handle.write(b"garbage")
+    items = list(build_val_loader(CatchReadErrors(EvalDataset(source)), num_workers=1))
+    assert items[0]["name"] == ["val_000000"] and "error" not in items[0] and items[0]["image"].shape[0] == 1
+    assert set(items[1]) == {"name", "error"} and items[1]["name"] == ["val_000001"]
+    assert items[1]["error"][0].startswith(f"{source.image_paths[1]}: cannot read image")
+
+
+def test_run_inference_stops_at_or_skips_an_unreadable_item(tmp_path, patch_seg):
+    model = patch_seg(patch=16, num_classes=3)
+    good = _items()
+    bad = {"name": ["sub/bad"], "error": ["/data/bad.png: cannot read image (broken)"]}
+    with pytest.raises(UnreadableImageError, match=r"^/data/bad.png: cannot read image \(broken\)$"):
+        run_inference(model, [good[0], bad, good[1]], str(tmp_path / "stop"), PROTOCOLS["voc"], num_classes=3,
+                      log_every=0)
+    skipped = []
+    metrics = run_inference(model, [good[0], bad, good[1]], str(tmp_path / "skip"), PROTOCOLS["voc"], num_classes=3,
+                            log_every=0, skipped=skipped)
+    assert skipped == [("sub/bad", "/data/bad.png: cannot read image (broken)")]
+    assert sorted(os.listdir(tmp_path / "skip" / "seg" / "sub")) == ["im0.png", "im1.png"]
+    assert metrics["Seg_Pred"].num_pixels == sum(int((i["mask"] != 255).sum()) for i in good)
+
+
+def test_skipped_lists_are_one_per_rank_with_name_tab_reason_lines(tmp_path):
+    assert skipped_list_path("out") == os.path.join("out", "skipped.txt")
+    assert skipped_list_path("out", 0, 2) == os.path.join("out", "skipped_rank0.txt")
+    assert skipped_list_path("out", 3, 4) == os.path.join("out", "skipped_rank3.txt")
+    path = write_skipped_list(str(tmp_path / "skipped.txt"), [("a", "x.png: cannot read\timage\n(bad)"), ("b", "y")])
+    assert open(path).read() == "a\tx.png: cannot read image (bad)\nb\ty\n"
+    assert open(write_skipped_list(str(tmp_path / "none.txt"), [])).read() == ""

@@ -1,4 +1,5 @@
 """Checkpoints: atomic writes survive a crash mid-write, discovery, clear errors, opening once; RNG capture."""
+import errno
 import os
 import random
 
@@ -89,3 +90,32 @@ def test_open_checkpoint_reads_once_and_knows_its_run_dir(tmp_path):
     opened = ckpt.open_checkpoint(tmp_path)
     assert opened.path == path and opened.state["iteration"] == 7
     assert opened.run_dir == os.path.abspath(tmp_path)
+
+
+def test_full_disk_names_the_file_and_says_no_space(tmp_path, monkeypatch):
+    """torch's zip writer turns a failed write into "unexpected pos ..."; the error says what happened, and where."""
+    good = ckpt.save_checkpoint(ckpt.checkpoint_path(tmp_path, 1), _state(1))
+    real_save = torch.save
+
+    class FullDisk:
+        """A file on a disk that fills up after 1000 bytes."""
+
+        def __init__(self, handle):
+            self.handle, self.written = handle, 0
+
+        def write(self, data):
+            if self.written + len(data) > 1000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return self.handle.write(data)
+
+        def flush(self):
+            self.handle.flush()
+
+    monkeypatch.setattr(torch, "save", lambda obj, handle: real_save(obj, FullDisk(handle)))
+    target = ckpt.checkpoint_path(tmp_path, 2)
+    with pytest.raises(ckpt.CheckpointWriteError) as caught:
+        ckpt.save_checkpoint(target, {**_state(2), "big": torch.zeros(10000)})
+    assert str(caught.value) == f"{target}: cannot save the checkpoint: no space left on device (errno ENOSPC)"
+    assert "unexpected pos" in str(caught.value.__cause__)  # what torch itself said
+    assert os.listdir(os.path.dirname(good)) == [os.path.basename(good)]

@@ -24,14 +24,14 @@ class PatchConvCam(nn.Module):
         self.out_dtype = out_dtype
         self.seen_sizes = []
 
-    def forward_cams(self, x):
+    def forward_cams(self, x, aux_only=False):
         if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
             raise ValueError(f"size {tuple(x.shape[-2:])} is not a multiple of {self.patch_size}")
         self.seen_sizes.append(tuple(x.shape[-2:]))
         cam, cam_aux = self.head(x), self.aux_head(x)
         if self.out_dtype is not None:
             cam, cam_aux = cam.to(self.out_dtype), cam_aux.to(self.out_dtype)
-        return cam, cam_aux
+        return (None if aux_only else cam), cam_aux
 
 
 def independent_multi_scale_cam(model, images, sizes):
@@ -393,3 +393,18 @@ def test_crop_from_roi_on_cuda_matches_rule():
         assert torch.equal(crops[l * batch + b], images[b, :, top:top + size, left:left + size])
         ratio = roi[b, top:top + size, left:left + size].sum() / (size * size)
         assert flags[b, l + 2].item() == (0.0 if ratio <= 0.2 else 1.0)
+
+
+def test_multi_scale_cam_aux_only_and_precomputed_unflipped_maps_give_the_same_cams():
+    model = PatchConvCam(classes=3, patch=8)
+    images = torch.randn(2, 3, 32, 40)
+    cam, cam_aux = multi_scale_cam(model, images, scales=(1.0, 0.5, 1.5))
+    none, aux_only = multi_scale_cam(model, images, scales=(1.0, 0.5, 1.5), aux_only=True)
+    assert none is None
+    torch.testing.assert_close(aux_only, cam_aux, rtol=0, atol=0)
+    model.seen_sizes.clear()
+    given = (model.head(images), model.aux_head(images))  # the training pass's raw maps of the unflipped images
+    reused = multi_scale_cam(model, images, scales=(1.0, 0.5, 1.5), unflipped=given)
+    torch.testing.assert_close(reused[0], cam, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(reused[1], cam_aux, rtol=1e-6, atol=1e-7)
+    assert model.seen_sizes[0] == (32, 40) and len(model.seen_sizes) == 3  # scale 1.0: one pass, flips only

@@ -383,3 +383,31 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def test_aux_only_cams_stop_at_the_aux_block_with_the_same_values():
+    model = tiny_model()
+    images = torch.randn(2, 3, 48, 64)
+    cam, cam_aux = model.forward_cams(images)
+    calls = []
+    hook = model.encoder.blocks[-1].register_forward_hook(lambda *args: calls.append(1))
+    none, aux_only = model.forward_cams(images, aux_only=True)
+    hook.remove()
+    assert none is None and calls == []  # the blocks after the aux block did not run
+    assert_close_fp32(aux_only, cam_aux, what="cam_aux")
+
+
+def test_forward_is_forward_global_plus_projections():
+    model = tiny_model()
+    images, view2 = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)
+    crops = torch.randn(4, 3, 16, 16)
+    whole = model(images, view2=view2, local_crops=crops)
+    out, global_cls = model.forward_global(images, view2)
+    student, teacher = model.forward_projections(global_cls, crops)
+    assert_close_fp32(out.seg_logits, whole.seg_logits, what="seg")
+    assert_close_fp32(student, whole.student_proj, what="student")
+    assert_close_fp32(teacher, whole.teacher_proj, what="teacher")
+    cam, cam_aux = model.cams_from_features(out.features, out.aux_features)
+    ref_cam, ref_aux = model.forward_cams(images)
+    assert_close_fp32(cam, ref_cam, what="cam")
+    assert_close_fp32(cam_aux, ref_aux, what="cam_aux")

@@ -1,5 +1,6 @@
 """Local checkpoint loading into the ToCo encoder: formats, wrappers, prefixes, resizing, and loud failures."""
 import argparse
+import io
 import logging
 
 import pytest
@@ -48,7 +49,7 @@ def test_safetensors_with_module_prefix(tmp_path, source_state):
     assert sorted(report.loaded) == sorted(source_state)
 
 
-def test_official_toco_checkpoint_layout(tmp_path, source_state, caplog):
+def test_official_toco_checkpoint_layout(tmp_path, source_state, caplog, monkeypatch):
     """A trained official ToCo state dict: encoder.* keys plus heads; the heads are reported, not loaded."""
     path = tmp_path / "model_iter_20000.pth"
     state = {f"encoder.{k}": v for k, v in source_state.items()}
@@ -56,7 +57,9 @@ def test_official_toco_checkpoint_layout(tmp_path, source_state, caplog):
                   "classifier.weight": torch.randn(20, 64, 1, 1)})
     torch.save({"state_dict": state}, path)
     encoder = build_backbone(TINY)
-    with caplog.at_level(logging.INFO, logger="toco_fast.model.pretrained"):
+    # The report goes through the run logger, which a training run earlier in this process stops propagating.
+    monkeypatch.setattr(logging.getLogger("toco_fast.run"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="toco_fast.run.pretrained"):
         report = load_pretrained(encoder, path)
     assert_encoder_equals(encoder, source_state)
     assert sorted(report.unexpected) == ["classifier.weight", "proj_head.mlp.0.weight"]
@@ -146,3 +149,26 @@ def test_pickled_objects_need_allow_pickle(tmp_path, source_state):
 def test_pretrained_must_be_a_path():
     with pytest.raises(ValueError, match="never downloads"):
         ToCo(backbone=TINY, num_classes=3, proj_dim=8, pretrained=True)
+
+
+def test_directory_is_not_a_checkpoint(tmp_path):
+    folder = tmp_path / "weights.pth"
+    folder.mkdir()
+    with pytest.raises(ValueError, match=r"weights\.pth is a directory; expected a checkpoint file"):
+        load_pretrained(build_backbone(TINY), folder)
+
+
+def test_loading_report_goes_to_the_run_log(tmp_path, source_state):
+    """Dropped and unexpected keys are written to the run's train.log, not only to the console."""
+    from toco_fast.train.runlog import LOG_FILE, close_logger, setup_logger
+
+    path = tmp_path / "official.pth"
+    torch.save({f"encoder.{k}": v for k, v in source_state.items()} | {"proj_head.w": torch.zeros(2)}, path)
+    setup_logger(str(tmp_path / "run"), stream=io.StringIO())
+    try:
+        load_pretrained(build_backbone(TINY), path)
+    finally:
+        close_logger()
+    log = (tmp_path / "run" / LOG_FILE).read_text()
+    assert "1 unexpected keys ignored: proj_head.w" in log
+    assert f"loaded all {len(source_state)} encoder tensors" in log

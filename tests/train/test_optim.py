@@ -54,3 +54,64 @@ def test_lr_schedule_values():
     assert mult(1500, **kw) == pytest.approx((1 - 1500 / 20000) ** 0.9)  # poly counts from 0: a drop at 1500
     with pytest.raises(ValueError, match="step"):
         mult(-1, **kw)
+
+
+def _idle_then_active_run(cfg, batch, idle_steps, active_steps, mode):
+    """Train a fresh tiny model for ``idle_steps`` with seg off, then ``active_steps`` with seg on; returns the
+    model and optimizer. ``mode``: "zero_grad" (our fill), "official" (the reference: seg kept in the graph with
+    weight 0.0, as the official loss), "skip" (idle parameters left without gradient)."""
+    from toco_fast.model.factory import build_model
+    from toco_fast.train.optim import build_optimizer, fill_idle_grads
+    from toco_fast.train.step import train_step
+
+    torch.manual_seed(0)
+    model = build_model(cfg.model).train()
+    optimizer, schedule = build_optimizer(model, cfg)
+    seg_logits = []
+    real_forward_global = model.forward_global
+
+    def forward_global(*args, **kwargs):
+        out, global_cls = real_forward_global(*args, **kwargs)
+        seg_logits.append(out.seg_logits)
+        return out, global_cls
+
+    model.forward_global = forward_global
+    for n_iter in range(idle_steps + active_steps):
+        schedule.apply(n_iter)
+        torch.manual_seed(100 + n_iter)  # the same local crops in both runs
+        seg_logits.clear()
+        loss, _ = train_step(model, batch, cfg=cfg, n_iter=n_iter)
+        idle = n_iter <= cfg.loss.seg_start_iter
+        if mode == "official" and idle:
+            loss = loss + 0.0 * seg_logits[0].float().sum()  # the decoder in the graph, weighted 0.0
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if mode == "zero_grad":
+            fill_idle_grads(optimizer)
+        optimizer.step()
+    return model, optimizer
+
+
+def test_idle_parameters_follow_the_official_zero_weight_pattern(tmp_path):
+    from toco_fast.data import generate_synthetic
+    from train_helpers import fixed_batch, tiny_cfg
+
+    root = str(tmp_path / "syn")
+    generate_synthetic(root, num_train=4, num_val=1, num_classes=4, size=64, seed=0)
+    idle, active = 3, 2
+    cfg = tiny_cfg(root, f"loss.seg_start_iter={idle - 1}", "loss.w_ptc=0", "loss.w_ctc=0", "loss.w_reg=0",
+                   "optim.warmup_iters=0", "optim.lr=1e-3")
+    batch = fixed_batch(cfg)
+    ours, ours_opt = _idle_then_active_run(cfg, batch, idle, active, "zero_grad")
+    ref, ref_opt = _idle_then_active_run(cfg, batch, idle, active, "official")
+    for (name, p), q in zip(ours.decoder.named_parameters(), ref.decoder.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=f"decoder {name}")
+        ours_state, ref_state = ours_opt.state[p], ref_opt.state[q]
+        assert float(ours_state["step"]) == float(ref_state["step"]) == idle + active
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(ours_state[key], ref_state[key], rtol=1e-5, atol=1e-12, msg=f"{name} {key}")
+    # "skip": the decoder gets no AdamW state (no decay, no step count) until seg switches on.
+    skipped, skipped_opt = _idle_then_active_run(cfg, batch, idle, active, "skip")
+    decoder = list(skipped.decoder.parameters())
+    assert all(float(skipped_opt.state[p]["step"]) == active for p in decoder)
+    assert any(not torch.allclose(p, q) for p, q in zip(decoder, ref.decoder.parameters()))

@@ -68,13 +68,17 @@ def test_terms_that_are_off_are_not_computed(synthetic_root, spied, overrides, n
     cfg = tiny_cfg(synthetic_root, *overrides)
     model = build_model(cfg.model).train()
     seen_views = []
-    real_forward = model.forward
+    real_global, real_projections = model.forward_global, model.forward_projections
 
-    def forward(images, view2=None, local_crops=None):
-        seen_views.append((view2 is not None, local_crops is not None))
-        return real_forward(images, view2=view2, local_crops=local_crops)
+    def forward_global(images, view2=None):
+        seen_views.append(("global", view2 is not None))
+        return real_global(images, view2)
 
-    model.forward = forward
+    def forward_projections(global_cls, local_crops=None):
+        seen_views.append(("local", local_crops is not None))
+        return real_projections(global_cls, local_crops)
+
+    model.forward_global, model.forward_projections = forward_global, forward_projections
     teacher_before = [p.clone() for p in model.proj_head_t.parameters()]
     with torch.no_grad():
         for p in model.proj_head.parameters():
@@ -83,26 +87,25 @@ def test_terms_that_are_off_are_not_computed(synthetic_root, spied, overrides, n
     assert set(terms) == expected_terms
     assert set(spied) == expected_calls
     contrast = "ctc" in expected_terms
-    assert seen_views == [(contrast, contrast)]
+    assert seen_views == ([("global", True), ("local", True)] if contrast else [("global", False)])
     teacher_moved = any(not torch.equal(a, b) for a, b in zip(teacher_before, model.proj_head_t.parameters()))
-    assert teacher_moved == contrast  # the EMA runs only with the CTC term
+    assert teacher_moved  # the EMA runs every iteration, as the official forward does, CTC on or not
 
 
-def test_reg_term_is_off_without_extension(synthetic_root, monkeypatch):
+def test_training_refuses_to_start_without_the_extension_when_reg_is_on(synthetic_root, monkeypatch, tmp_path):
+    from toco_fast.config import ConfigError
     from toco_fast.ops import extension as extension_module
 
     def missing():
         raise ImportError("cannot import name '_C'")
 
-    extension_module._load.cache_clear()
     monkeypatch.setattr(extension_module, "_load", missing)
     with pytest.raises(RuntimeError, match="toco_fast._C extension is not available.*pip install"):
         build_energy_loss(tiny_cfg(synthetic_root).loss)
     assert build_energy_loss(tiny_cfg(synthetic_root, "loss.w_reg=0").loss) is None  # weight 0: not needed
-    messages = []
-    monkeypatch.setattr(loop.get_logger(), "warning", messages.append)
-    assert loop._energy_or_warn(tiny_cfg(synthetic_root), loop.get_logger()) is None
-    assert len(messages) == 1 and "reg loss is OFF" in messages[0] and "pip install" in messages[0]
+    with pytest.raises(ConfigError, match=r"loss.w_reg=0.05: .*pip install.*--set loss.w_reg=0"):
+        loop.train(tiny_cfg(synthetic_root), run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_reg_term_is_used_when_given(synthetic_root, monkeypatch):
@@ -134,3 +137,23 @@ def test_real_energy_term_when_built(synthetic_root):
     assert set(terms) == {"cls", "cls_aux", "seg", "reg"} and torch.isfinite(terms["reg"])
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.decoder.parameters())
+
+
+def test_ratio_losses_are_per_group_of_samples(synthetic_root):
+    """With loss.group_size=2, PTC and seg on a batch of 4 are the mean of the two 2-sample losses (the official
+    per-GPU ratios averaged by DDP), not one ratio over 4 samples."""
+    cfg = tiny_cfg(synthetic_root, "data.batch_size=4", "loss.seg_start_iter=-1", "loss.w_reg=0", "loss.w_ctc=0")
+    model = build_model(cfg.model).train()
+    batch = fixed_batch(cfg)
+
+    def halves(start):
+        return type(batch)(**{name: getattr(batch, name)[start:start + 2] for name in
+                              ("images", "cls_labels", "img_box", "view2", "local_source")})
+
+    _, grouped = train_step(model, batch, cfg=cfg, n_iter=0)
+    per_half = [train_step(model, halves(start), cfg=cfg, n_iter=0)[1] for start in (0, 2)]
+    for name in ("ptc", "seg"):
+        torch.testing.assert_close(grouped[name], (per_half[0][name] + per_half[1][name]) / 2, rtol=1e-5, atol=1e-6)
+    whole = train_step(model, batch, cfg=tiny_cfg(synthetic_root, "data.batch_size=4", "loss.seg_start_iter=-1",
+                                                  "loss.w_reg=0", "loss.w_ctc=0", "loss.group_size=4"), n_iter=0)[1]
+    assert not torch.allclose(whole["ptc"], grouped["ptc"])

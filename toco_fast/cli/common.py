@@ -1,9 +1,10 @@
 """What the command lines share: dataset arguments and the source they name, the data-loading default, the
-process group of a sharded run, the exit status of bad input, JSON output."""
+process group of a sharded run, bad input reported in one line with its exit status, JSON output."""
 import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from typing import Any, Dict, Iterator, Optional
 
@@ -12,12 +13,17 @@ import torch
 from toco_fast.config import Config
 from toco_fast.data import KINDS, ImageSource, open_source
 from toco_fast.io.atomic import atomic_write_text
+from toco_fast.io.checkpoint import CheckpointWriteError
 from toco_fast.parallel.collectives import barrier
-from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, init_distributed
+from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, env_dist_info, init_distributed
 
-# Exceptions that mean bad input (missing files, size mismatches, bad arguments): reported in one line, exit status 2.
-INPUT_ERRORS = (FileNotFoundError, ValueError)
+# Exceptions that mean bad input or surroundings (missing files, size mismatches, bad arguments, a full disk): reported
+# in one line, exit status 2. ConfigError and DataError are ValueErrors; an error a DataLoader worker raised comes back
+# with its own type.
+INPUT_ERRORS = (FileNotFoundError, ValueError, CheckpointWriteError)
 INPUT_ERROR_STATUS = 2
+# How PyTorch re-raises a DataLoader worker's exception in the main process: the worker's traceback pasted in.
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
 
 
 def write_json(path: str, payload: Dict[str, Any]) -> None:
@@ -25,9 +31,35 @@ def write_json(path: str, payload: Dict[str, Any]) -> None:
     atomic_write_text(os.path.abspath(path), json.dumps(payload, indent=2) + "\n")
 
 
-def report_input_error(exc: BaseException) -> int:
-    """Print ``error: <exc>`` to stderr; returns the exit status of bad input."""
-    print(f"error: {exc}", file=sys.stderr)
+def input_error_message(exc: BaseException) -> str:
+    """``exc``'s message in one line; for an error raised in a DataLoader worker, only the worker exception's own
+    message (not the traceback PyTorch pastes into it)."""
+    text = str(exc)
+    worker = _WORKER_ERROR.match(text)
+    if worker:
+        text = _original_message(text, worker.group(1))
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _original_message(text: str, type_name: str) -> str:
+    """The message on the pasted traceback's last ``[module.]Type: message`` line."""
+    line_of_type = re.compile(rf"^(?:[\w.]+\.)?{re.escape(type_name)}(?:: (.*))?$")
+    for line in reversed(text.splitlines()):
+        match = line_of_type.match(line)
+        if match:
+            return match.group(1) or type_name
+    return text
+
+
+def report_input_error(exc: BaseException, hint: str = "", any_rank: bool = False) -> int:
+    """Print ``error: <message> (<hint>)`` in one line (``input_error_message``) to stderr; returns the exit status
+    of bad input.
+
+    Only the main process (``RANK`` 0) prints, so a torchrun world whose ranks all reach the same verdict prints it
+    once; ``any_rank`` prints from this process whatever its rank (an error only it saw, e.g. in its own shard).
+    """
+    if any_rank or env_dist_info().is_main:
+        print(f"error: {input_error_message(exc)}" + (f" ({hint})" if hint else ""), file=sys.stderr)
     return INPUT_ERROR_STATUS
 
 

@@ -10,7 +10,9 @@ Command line::
 Prediction folders are scored by ``toco_fast.eval.predictions``; checkpoints by the in-training validation
 (``toco_fast.eval.validation.evaluate_model``) with the checkpoint's CAM settings and evaluation size. Both print the
 per-class IoU table and write the numbers as JSON (``--out-json``, default next to the inputs). Bad input (missing
-files, size mismatches, bad arguments) is reported in one line with exit status 2.
+files, size mismatches, bad arguments) is reported in one line with exit status 2 (once, by rank 0, under
+``torchrun``); a checkpoint whose class count differs from the split's, and a ``--out-json`` that cannot be written
+(a folder, or a folder that cannot be created or written), fail before any image is scored.
 """
 import argparse
 import dataclasses
@@ -20,6 +22,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
+from toco_fast.cli._checks import check_class_count, check_out_file
 from toco_fast.cli.common import (
     INPUT_ERRORS,
     add_dataset_args,
@@ -57,13 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out_json(path: str, info: DistInfo) -> str:
+    """Check, on the rank that writes it (rank 0), that the JSON can be written at ``path``; returns ``path``."""
+    if info.is_main:
+        check_out_file(path, "--out-json")
+    return path
+
+
 def _score_prediction_dir(args: argparse.Namespace, info: DistInfo) -> Evaluation:
     source = source_from_args(args)
+    out_json = _check_out_json(args.out_json or os.path.join(args.pred_dir, "metrics.json"), info)
     metric = evaluate_prediction_dir(args.pred_dir, source, ignore_index=source.ignore_index,
                                      num_workers=args.workers, max_images=args.max_images, rank=info.rank,
                                      world_size=info.world_size)
     meta = {"pred_dir": os.path.abspath(args.pred_dir), "dataset": source.kind, "split": source.split}
-    out_json = args.out_json or os.path.join(args.pred_dir, "metrics.json")
     return {"Seg_Pred": metric}, meta, out_json
 
 
@@ -83,6 +93,8 @@ def _evaluate_checkpoint(args: argparse.Namespace, info: DistInfo, device: torch
     ckpt = resolve_checkpoint(args.checkpoint)
     model, config = model_from_checkpoint(ckpt, device)
     source = source_from_args(args, config)
+    check_class_count(ckpt, config, source)
+    out_json = _check_out_json(args.out_json or _default_checkpoint_json(ckpt, source.split), info)
     dataset = EvalDataset(source)
     if args.max_images is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(len(dataset), args.max_images)))
@@ -92,7 +104,6 @@ def _evaluate_checkpoint(args: argparse.Namespace, info: DistInfo, device: torch
                              ignore_index=source.ignore_index, crop_size=args.crop_size or config.eval.crop_size,
                              device=device)
     meta = {"checkpoint": os.path.abspath(ckpt), "dataset": source.kind, "split": source.split}
-    out_json = args.out_json or _default_checkpoint_json(ckpt, source.split)
     return results, meta, out_json
 
 

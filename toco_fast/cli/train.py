@@ -9,11 +9,16 @@ Command line::
 The effective configuration is written to ``<run_dir>/config.yaml``; ``train.log``, ``metrics.jsonl`` /
 ``metrics.csv`` and ``checkpoints/iter_*.pt`` go beside it. ``--resume`` takes a run directory (its latest
 checkpoint) or a checkpoint file and continues exactly where it stopped (``toco_fast.train.loop``).
+
+The whole configuration is checked before any data or model is built (``toco_fast.config.schema.validate``,
+``toco_fast.train.preflight.check_run``). Bad input -- a config value, a missing or foreign file, a dataset that does
+not match the model, a full disk, an unreadable image met by a data-loading worker -- is answered by one line
+``error: ...`` on stderr (from rank 0 only under torchrun) and exit status 2.
 """
 import argparse
-import sys
 from typing import Optional, Sequence, Tuple
 
+from toco_fast.cli.common import INPUT_ERRORS, report_input_error
 from toco_fast.config import Config, ConfigError, apply_overrides, from_dict, load_config
 from toco_fast.data import DataError
 from toco_fast.io.checkpoint import Checkpoint, open_checkpoint
@@ -68,26 +73,52 @@ def config_from_args(args: argparse.Namespace) -> Tuple[Config, Optional[Checkpo
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status: 0 done, 1 stopped by a non-finite loss or ``--check-data``
+    problems, 2 bad input (one ``error:`` line on stderr, from the main process only), 128 + N stopped by signal N
+    after a checkpoint of the last iteration."""
     args = build_parser().parse_args(argv)
+    cfg = None
     try:
         cfg, resume = config_from_args(args)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from toco_fast.data import check_splits
+        if args.check_data:
+            return check_data(cfg)
+        return run_training(cfg, resume)
+    except DataError as exc:
+        return report_input_error(exc, hint=_dataset_hint(cfg))
+    except INPUT_ERRORS as exc:
+        return report_input_error(exc)
+
+
+def run_training(cfg: Config, resume: Optional[Checkpoint]) -> int:
+    """``train()`` with the exit status of its outcome (see ``main``).
+
+    A DataError met during training comes from an image of this process's own shard, which no other process saw:
+    this process reports it whatever its rank.
+    """
     from toco_fast.train.loop import NonFiniteLossError, train
 
-    if args.check_data:
-        ok, report = check_splits(cfg)
-        print(report)
-        return 0 if ok else 1
     try:
-        train(cfg, resume=resume)
+        result = train(cfg, resume=resume)
     except NonFiniteLossError:
         return 1  # train() has logged which iteration and term
     except DataError as exc:
-        print(f"error: {exc} (the dataset is data.root={cfg.data.root!r}; point it elsewhere with "
-              f"--set data.root=PATH, and validate it with --check-data)", file=sys.stderr)
-        return 2
+        return report_input_error(exc, hint=_dataset_hint(cfg), any_rank=True)
+    if result.stopped_by:
+        return 128 + result.stopped_by  # the shell's status for a process a signal ended
     return 0
 
+
+def _dataset_hint(cfg: Optional[Config]) -> str:
+    if cfg is None:
+        return ""
+    return (f"the dataset is data.root={cfg.data.root!r}; point it elsewhere with --set data.root=PATH, and validate "
+            f"it with --check-data")
+
+
+def check_data(cfg: Config) -> int:
+    """``--check-data``: decode and validate the configured splits, print the report; 0 when all is well, else 1."""
+    from toco_fast.data import check_splits
+
+    ok, report = check_splits(cfg)
+    print(report)
+    return 0 if ok else 1

@@ -7,11 +7,12 @@ Overrides use dotted paths::
 Unknown keys and values of the wrong type raise ``ConfigError`` naming the key (with the closest valid names).
 The shipped presets live in ``toco_fast/config/presets/`` (installed with the package).
 """
+import copy
 import dataclasses
 import difflib
 import os
 import typing
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import yaml
 
@@ -115,7 +116,11 @@ def _coerce(path: str, value: Any, annotation: Any) -> Any:
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
-    """Apply ``"a.b=value"`` overrides in order; values are parsed as YAML (``1e-4``, ``[1, 0.5]``, ``null``)."""
+    """Apply ``"a.b=value"`` overrides in order; values are parsed as YAML (``1e-4``, ``[1, 0.5]``, ``null``).
+
+    A key that reaches inside a mapping field (``model.backbone.depth=2``) changes that one entry of the mapping;
+    ``model.backbone={...}`` replaces the whole field.
+    """
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.max_iters=100")
@@ -123,17 +128,66 @@ def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
         key = key.strip()
         if not key:
             raise ConfigError(f"override {item!r}: empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
         try:
-            _update(cfg, _nest(key, value), prefix="")
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(exc)})") from None
+        field_key, field_value = _into_mapping(cfg, key, value)
+        try:
+            _update(cfg, _nest(field_key, field_value), prefix="")
         except ConfigError:
             # A string field keeps the override's text even when YAML reads it as a number or bool ("run_dir=007").
-            if not isinstance(value, str) and _is_str_field(cfg, key):
+            if field_key == key and not isinstance(value, str) and _is_str_field(cfg, key):
                 _update(cfg, _nest(key, raw.strip()), prefix="")
             else:
                 raise
     validate(cfg)
     return cfg
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: the problem and where (PyYAML's own message spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def _into_mapping(cfg: Config, key: str, value: Any) -> Tuple[str, Any]:
+    """The field an override sets and its new value: ``(key, value)`` itself, unless ``key`` reaches inside a
+    mapping field (``model.backbone.depth``): then that field's key and a copy of its mapping with the entry set."""
+    parts = key.split(".")
+    obj: Any = cfg
+    for i, part in enumerate(parts[:-1]):
+        current = getattr(obj, part, None) if part in _field_names(obj) else None
+        if dataclasses.is_dataclass(current):
+            obj = current
+            continue
+        if current is None:
+            return key, value  # an unknown key (or a None field): _update names it
+        field_key = ".".join(parts[:i + 1])
+        if not isinstance(current, dict):
+            kind = "a name" if isinstance(current, str) else "a value"
+            raise ConfigError(f"override {key!r}: {field_key} is {kind} ({current!r}), not a mapping, so it has no "
+                              f"entry {'.'.join(parts[i + 1:])!r}; set the whole value instead: "
+                              f"--set {field_key}=VALUE")
+        return field_key, _with_entry(current, parts[i + 1:], value, key)
+    return key, value
+
+
+def _with_entry(mapping: Dict[str, Any], path: List[str], value: Any, key: str) -> Dict[str, Any]:
+    """A deep copy of ``mapping`` with ``value`` at the nested ``path`` (missing levels created)."""
+    merged = copy.deepcopy(mapping)
+    entry = merged
+    for sub in path[:-1]:
+        entry = entry.setdefault(sub, {})
+        if not isinstance(entry, dict):
+            raise ConfigError(f"override {key!r}: {sub!r} holds {entry!r}, not a mapping")
+    entry[path[-1]] = value
+    return merged
+
+
+def _field_names(obj: Any) -> List[str]:
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
 
 
 def _nest(key: str, value: Any) -> Dict[str, Any]:
@@ -153,7 +207,6 @@ def _is_str_field(cfg: Config, key: str) -> bool:
     hints = typing.get_type_hints(type(obj))
     annotation = hints.get(parts[-1])
     return annotation is str or annotation == Optional[str]
-
 
 
 def config_path(name_or_path: str) -> str:
@@ -176,8 +229,13 @@ def available_configs() -> List[str]:
 def load_config(name_or_path: str, overrides: Iterable[str] = ()) -> Config:
     """Load a YAML config (shipped name or path) over the defaults, then apply ``overrides``."""
     path = config_path(name_or_path)
-    with open(path, "r", encoding="utf-8") as f:
-        data = yaml.safe_load(f) or {}
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc}); expected UTF-8 YAML text") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a YAML mapping at the top level")
     data.setdefault("name", os.path.splitext(os.path.basename(path))[0])

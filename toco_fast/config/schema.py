@@ -4,6 +4,8 @@ checks. ``toco_fast.config.loader`` fills it from YAML presets and command-line 
 Defaults follow rulixiang/ToCo ``scripts/dist_train_voc_seg_neg.py``; the presets in ``presets/`` override what
 differs (COCO, the synthetic demo).
 """
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -79,6 +81,10 @@ class OptimConfig:
     warmup_iters: int = 1500
     warmup_ratio: float = 1e-6
     power: float = 0.9
+    # Parameters the step leaves without a gradient (the decoder before seg starts, the projection head while CTC is
+    # off): "zero_grad" gives them zero gradients, as the official 0.0-weighted terms and torch 1.10's zero_grad() do
+    # (AdamW decays them, updates their moments and counts their steps); "skip" leaves them out of the update.
+    idle_params: str = "zero_grad"
 
 
 @dataclass
@@ -97,6 +103,10 @@ class LossConfig:
     w_seg: float = 0.1
     w_reg: float = 0.05
     ctc_temp: float = 0.5
+    # The ratio losses (PTC: sums over pair counts; seg: means over background / foreground pixels) are computed per
+    # group of this many consecutive samples and averaged: the official runs compute them per GPU on 2 images and DDP
+    # averages, so 2 reproduces them on any number of processes.
+    group_size: int = 2
     # Official VOC hard-codes `if n_iter <= 2000` (not warmup_iters) for the seg / reg warm-up.
     seg_start_iter: int = 2000
     # Official COCO: PTC and CTC stay off while n_iter <= 12000.
@@ -150,6 +160,9 @@ class TrainConfig:
     ckpt_iters: int = 2000
     keep_checkpoints: int = 2
     deterministic: bool = True
+    # "fused": the fast step (toco_fast.train.step); "literal": the official iteration's structure, same losses,
+    # slower (toco_fast.train.literal), the baseline of bench/bench_train_step.py.
+    step: str = "fused"
     # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
     oversmoothing_probe: bool = False
 
@@ -170,10 +183,14 @@ class Config:
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+IDLE_PARAMS = ("zero_grad", "skip")
+STEPS = ("fused", "literal")
 
 
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a type check cannot express."""
+    """The checks a type check cannot express: ranges, finite numbers, choices, crop sizes against the backbone's
+    patch size, fields that depend on each other. Nothing is read from disk (``toco_fast.train.preflight`` does
+    that)."""
     if cfg.train.precision not in PRECISIONS:
         raise ConfigError(f"train.precision: expected one of {PRECISIONS}, got {cfg.train.precision!r}")
     positive = {
@@ -184,7 +201,9 @@ def validate(cfg: Config) -> None:
         "data.batch_size": cfg.data.batch_size,
         "data.crop_size": cfg.data.crop_size,
         "data.local_crop_size": cfg.data.local_crop_size,
+        "eval.crop_size": cfg.eval.crop_size,
         "model.num_classes": cfg.model.num_classes,
+        "loss.group_size": cfg.loss.group_size,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -201,4 +220,46 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"loss.{name}: expected >= 0, got {getattr(cfg.loss, name)}")
     if cfg.train.keep_checkpoints < 1:
         raise ConfigError(f"train.keep_checkpoints: expected >= 1, got {cfg.train.keep_checkpoints}")
+    _check_optim_numbers(cfg.optim)
+    _check_patch_multiples(cfg)
+    if cfg.data.batch_size % cfg.loss.group_size:
+        raise ConfigError(f"loss.group_size: the ratio losses are computed per group of {cfg.loss.group_size} "
+                          f"samples, so data.batch_size ({cfg.data.batch_size}) must be a multiple of it")
+    if cfg.train.step not in STEPS:
+        raise ConfigError(f"train.step: expected one of {STEPS}, got {cfg.train.step!r}")
+    if cfg.optim.idle_params not in IDLE_PARAMS:
+        raise ConfigError(f"optim.idle_params: expected one of {IDLE_PARAMS}, got {cfg.optim.idle_params!r}")
 
+
+# The patch size of a mapping backbone that does not give one: toco_fast.model.backbone.ViTConfig's default.
+DEFAULT_PATCH_SIZE = 16
+
+
+def backbone_patch_size(backbone: Union[str, Dict[str, Any]]) -> Optional[int]:
+    """The patch size of ``model.backbone``: a mapping's ``patch_size`` (default 16, as ``ViTConfig``), or the
+    ``patch<N>`` part of a timm name (``vit_base_patch16_224`` -> 16); None when the name does not say."""
+    if isinstance(backbone, dict):
+        size = backbone.get("patch_size", DEFAULT_PATCH_SIZE)
+        return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+    match = re.search(r"patch(\d+)", backbone)
+    return int(match.group(1)) if match else None
+
+
+def _check_optim_numbers(optim: OptimConfig) -> None:
+    for name in ("lr", "weight_decay"):
+        value = getattr(optim, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"optim.{name}: expected a finite number >= 0, got {value}")
+
+
+def _check_patch_multiples(cfg: Config) -> None:
+    """Crop sizes must be whole patch grids of the backbone (unchecked when its patch size is unknown)."""
+    patch = backbone_patch_size(cfg.model.backbone)
+    if patch is None:
+        return
+    sizes = {"data.crop_size": cfg.data.crop_size, "data.local_crop_size": cfg.data.local_crop_size,
+             "eval.crop_size": cfg.eval.crop_size}
+    for name, value in sizes.items():
+        if value % patch:
+            raise ConfigError(f"{name}: expected a multiple of the backbone's patch size {patch} (model.backbone), "
+                              f"got {value}")

@@ -15,8 +15,9 @@ any worker, with any worker count, before and after a resume.
 
 Evaluation item (``EvalDataset[index]``), a dict: ``name`` str, ``image`` float32 ``[3, H, W]`` normalised at
 native size, ``mask`` int64 ``[H, W]`` (255 = ignore; all 255 when the image has no mask and
-``require_masks=False``), ``cls_label`` float32 ``[C-1]`` (from the mask when there is one, else from the
-split's labels, else all zero). Images differ in size: batch them one at a time (``build_val_loader`` does).
+``require_masks=False``), ``cls_label`` float32 ``[C-1]`` (from the split's image-level labels, e.g. the official
+``cls_labels_onehot.npy``, when it has one for the image, as the official validation does; else from the mask; else
+all zero). Images differ in size: batch them one at a time (``build_val_loader`` does).
 """
 import os
 from typing import Dict, Optional, Tuple, Union
@@ -88,14 +89,17 @@ class EvalDataset(Dataset):
     def __getitem__(self, index: int) -> Dict[str, object]:
         index = _check_index(index, len(self))
         image = self.source.read_image(index)
-        if self.source.has_masks and (self.require_masks or os.path.isfile(self.source.mask_paths[index])):
+        has_mask = self.source.has_masks and (self.require_masks or os.path.isfile(self.source.mask_paths[index]))
+        if has_mask:
             mask = self.source.read_mask(index, image_hw=image.shape[:2])
-            cls_label = self.source.label_from_mask(mask)
         else:
             mask = np.full(image.shape[:2], self.source.ignore_index, dtype=np.uint8)
-            has_label = self.source.has_label(index)
-            cls_label = self.source.cls_label(index) if has_label else np.zeros(self.source.num_classes - 1,
-                                                                                  dtype=np.float32)
+        if self.source.has_label(index):
+            cls_label = self.source.cls_label(index)
+        elif has_mask:
+            cls_label = self.source.label_from_mask(mask)
+        else:
+            cls_label = np.zeros(self.source.num_classes - 1, dtype=np.float32)
         return {"name": self.source.names[index], "image": normalize(image),
                 "mask": torch.from_numpy(mask.astype(np.int64)), "cls_label": torch.from_numpy(cls_label)}
 

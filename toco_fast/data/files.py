@@ -20,6 +20,8 @@ from .errors import DataError
 
 IMAGE_EXTENSIONS: Tuple[str, ...] = (".jpg", ".png", ".jpeg", ".JPG", ".PNG", ".JPEG")
 LABEL_CACHE_NAME = "cls_labels_onehot.npy"
+# PIL modes of more than 8 bits per sample (I;16, I;16B, I;16L, I;16N, I, F).
+WIDE_MODES: Tuple[str, ...] = ("I", "F")
 
 
 def find_image(directory: str, name: str, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> Optional[str]:
@@ -32,13 +34,23 @@ def find_image(directory: str, name: str, extensions: Sequence[str] = IMAGE_EXTE
 
 
 def read_image(path: str) -> np.ndarray:
-    """Decode an image file fully into ``[H, W, 3]`` uint8 RGB (grey, palette and alpha images are converted)."""
+    """Decode an image file fully into ``[H, W, 3]`` uint8 RGB (grey, palette and alpha images are converted).
+
+    16-bit and 32-bit single-channel images (PIL modes ``I;16*``, ``I``, ``F``) are rejected: PIL's conversion to
+    RGB clips them to 255 (an all-white image) instead of scaling them.
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode.startswith(WIDE_MODES):
+                raise DataError(f"{path}: image mode {img.mode} has 16 or 32 bits per pixel, which PIL turns white "
+                                f"when it converts to RGB; expected an 8-bit image (RGB, grey or palette): convert "
+                                f"it to 8 bits per channel first")
             if img.mode != "RGB":
                 img = img.convert("RGB")
             array = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
     except FileNotFoundError:
         raise DataError(f"{path}: image file not found") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -103,15 +115,27 @@ def labels_from_mask(mask: np.ndarray, num_classes: int, ignore_index: int = 255
     return onehot
 
 
+def read_text(path: str, what: str) -> str:
+    """The text of a list / CSV file named ``what`` in messages: UTF-8, a leading byte-order mark (Excel writes one)
+    dropped, newlines kept as written.
+
+    Raises DataError naming the file when it is missing, unreadable or not UTF-8.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: {what} not found")
+    try:
+        with open(path, "r", encoding="utf-8-sig", newline="") as handle:
+            return handle.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+                        ) from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {what} ({exc})") from None
+
+
 def load_name_list(path: str) -> List[str]:
     """Names from a split list: the first whitespace-separated token of each non-blank line."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: split list not found")
-    try:
-        with open(path, "r", encoding="utf-8") as handle:
-            lines = handle.read().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read split list ({exc})") from None
+    lines = read_text(path, "split list").splitlines()
     names = [line.split()[0] for line in lines if line.strip()]
     if not names:
         raise DataError(f"{path}: split list is empty")

@@ -7,7 +7,8 @@ PNG / compact-logit export (``python -m toco_fast.infer``, see ``toco_fast.cli.i
   fusion, with padding to the patch size.
 - ``save_logits``, ``load_logits`` (logits.py): compact fp16 per-view logit files that replay the fusion.
 - ``crf_refine`` (crf.py): the official dense CRF on the softmax of the fused logits.
-- ``save_label_png``, ``run_inference`` (export.py): a whole split, its PNGs and its scores.
+- ``save_label_png``, ``run_inference`` (export.py): a whole split, its PNGs and its scores; ``CatchReadErrors``,
+  ``UnreadableImageError``, ``skipped_list_path``, ``write_skipped_list``: stopping at or skipping unreadable images.
 
 Names are resolved on first use, so ``import toco_fast.infer`` stays cheap.
 """
@@ -27,6 +28,10 @@ _EXPORTS = {
     "crf_refine": "crf",
     "save_label_png": "export",
     "run_inference": "export",
+    "CatchReadErrors": "export",
+    "UnreadableImageError": "export",
+    "skipped_list_path": "export",
+    "write_skipped_list": "export",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = export_names(_EXPORTS)

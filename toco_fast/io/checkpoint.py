@@ -13,6 +13,7 @@ Files live in ``<run_dir>/checkpoints/iter_<iteration>.pt``. A write goes to a t
 is flushed and fsynced, then renamed over the final name (``toco_fast.io.atomic``), so a crash mid-write leaves the
 previous checkpoints intact and never a truncated ``iter_*.pt``.
 """
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -61,9 +62,34 @@ def resolve_checkpoint(path: PathLike) -> str:
     raise FileNotFoundError(f"{path}: no such checkpoint file or run directory")
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full, no permission, ...); the message names the file and the
+    cause. The checkpoints written before it are intact."""
+
+
 def save_checkpoint(path: PathLike, state: Dict[str, Any]) -> str:
-    """Write ``state`` to ``path`` atomically (``toco_fast.io.atomic``); returns ``path``."""
-    return atomic_write(path, lambda handle: torch.save(state, handle))
+    """Write ``state`` to ``path`` atomically (``toco_fast.io.atomic``); returns ``path``.
+
+    Raises:
+        CheckpointWriteError: the write failed; the message names ``path`` and the operating system's reason
+            (e.g. "no space left on device") rather than torch's ("unexpected pos ...").
+    """
+    try:
+        return atomic_write(path, lambda handle: torch.save(state, handle))
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointWriteError(f"{os.fspath(path)}: cannot save the checkpoint: {_write_failure(exc)}") from exc
+
+
+def _write_failure(exc: BaseException) -> str:
+    """The reason a write failed: the first OS error in the exception chain (torch's zip writer reports a failed
+    write as a RuntimeError whose context is the OSError), else the exception itself."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            reason = os.strerror(seen.errno)
+            return f"{reason[:1].lower()}{reason[1:]} (errno {errno.errorcode.get(seen.errno, seen.errno)})"
+        seen = seen.__cause__ or seen.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 def prune_checkpoints(run_dir: PathLike, keep: int) -> None:

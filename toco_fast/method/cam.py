@@ -15,7 +15,7 @@ itself is not a multiple. Where ``int(s * H)`` already is a multiple nothing cha
 fp16/bf16 CAMs are fused and normalised in fp32.
 """
 import math
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -27,15 +27,21 @@ _NORM_EPS = 1e-5
 
 
 @torch.no_grad()
-def multi_scale_cam(model: nn.Module, images: torch.Tensor,
-                    scales: Sequence[float] = (1.0, 0.5, 1.5)) -> Tuple[torch.Tensor, torch.Tensor]:
+def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0, 0.5, 1.5),
+                    aux_only: bool = False,
+                    unflipped: Optional[Tuple[Optional[torch.Tensor], torch.Tensor]] = None
+                    ) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
     """Flip- and scale-fused, min-max normalised CAMs of the final and the auxiliary classifier.
 
     Args:
-        model: the bare ToCo (not a DDP / compile wrapper), or any module whose ``forward_cams(x)`` returns
-            ``(cam, cam_aux)``, each ``[2B, C-1, h, w]``.
+        model: the bare ToCo (not a DDP / compile wrapper), or any module whose ``forward_cams(x, aux_only)``
+            returns ``(cam, cam_aux)``, each ``[2B, C-1, h, w]`` (``cam`` None with ``aux_only``).
         images: ``[B, 3, H, W]`` float, normalised images.
         scales: resize factors; 1.0 is always evaluated, once, first.
+        aux_only: only the aux CAM (the returned ``cam`` is None): the passes stop after the auxiliary block.
+        unflipped: the raw maps ``(cam, cam_aux)`` ``[B, C-1, h, w]`` of ``images`` themselves at scale 1.0,
+            when the caller has them from its training pass (``ToCo.cams_from_features``); scale 1.0 then runs
+            on the flipped images alone. The result is the same.
 
     Returns:
         ``(cam, cam_aux)``, each ``[B, C-1, H, W]`` in ``[0, 1)``, without grad.
@@ -47,15 +53,19 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor,
     batch, _, height, width = images.shape
     patch = int(getattr(model, "patch_size", 1))
 
-    cams, cams_aux = [], []
+    fused = []  # per scale: (cam, cam_aux) fused with the flip, [B, C-1, H, W]
     for scale in (1.0,) + tuple(s for s in scales if s != 1.0):
         size = (scaled_size(height, scale, patch), scaled_size(width, scale, patch))
         scaled = images if size == (height, width) else F.interpolate(
             images, size=size, mode="bilinear", align_corners=False)
-        cam, cam_aux = model.forward_cams(torch.cat([scaled, scaled.flip(-1)], dim=0))
-        cams.append(_fuse_flip(cam, batch, (height, width)))
-        cams_aux.append(_fuse_flip(cam_aux, batch, (height, width)))
-    return _min_max_normalise(torch.stack(cams).sum(dim=0)), _min_max_normalise(torch.stack(cams_aux).sum(dim=0))
+        if scale == 1.0 and unflipped is not None and size == (height, width):
+            flipped = model.forward_cams(scaled.flip(-1), aux_only)
+            maps = [None if u is None or f is None else torch.cat([u, f]) for u, f in zip(unflipped, flipped)]
+        else:
+            maps = model.forward_cams(torch.cat([scaled, scaled.flip(-1)], dim=0), aux_only)
+        fused.append([None if m is None else _fuse_flip(m, batch, (height, width)) for m in maps])
+    cam = None if aux_only else _min_max_normalise(torch.stack([f[0] for f in fused]).sum(dim=0))
+    return cam, _min_max_normalise(torch.stack([f[1] for f in fused]).sum(dim=0))
 
 
 def scaled_size(size: int, scale: float, patch: int = 1) -> int:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from toco_fast.method.img_box import BoxLike, box_mask
 from toco_fast.method.labels import CAM_DEFAULTS
 from toco_fast.ops._checks import check_same_device, check_tensor
-from toco_fast.ops.par import DEFAULT_DILATIONS, par
+from toco_fast.ops.par import DEFAULT_DILATIONS, par, par_reference
 
 ParFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -135,3 +135,33 @@ def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: t
     label_l = label_l.masked_fill(~inside, ignore_index)
     label = label_h.masked_fill(label_h == 0, ignore_index)
     return label.masked_fill((label_h + label_l) == 0, 0)
+
+
+@torch.no_grad()
+def refine_cams_with_bkg_per_image(images: torch.Tensor, cams: torch.Tensor, cls_labels: torch.Tensor,
+                                   high_thre: float = CAM_DEFAULTS.high_thre, low_thre: float = CAM_DEFAULTS.low_thre,
+                                   ignore_index: int = 255, img_box: Optional[BoxLike] = None,
+                                   down_scale: int = 2) -> torch.Tensor:
+    """The official ``refine_cams_with_bkg_v2`` control flow with the reference PAR: per threshold, per image, one
+    PAR call over the image's present classes. Same arguments and result as :func:`refine_cams_with_bkg`; the
+    literal training step and the PAR benchmark use it as the baseline."""
+    b, _, h, w = images.shape
+    size = [h // down_scale, w // down_scale]
+    small_images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    present = torch.cat((torch.ones((b, 1), device=cams.device), cls_labels), dim=1)
+    inside = box_mask(img_box, b, h, w, cams.device)
+    labels = []
+    for thre in (high_thre, low_thre):
+        with_bkg = torch.cat((torch.ones((b, 1, h, w), device=cams.device) * thre, cams), dim=1)
+        small = F.interpolate(with_bkg, size=size, mode="bilinear", align_corners=False)
+        label = torch.full((b, h, w), ignore_index, dtype=torch.long, device=cams.device)
+        for idx in range(b):
+            keys = torch.nonzero(present[idx])[:, 0]
+            probs = small[idx, keys].unsqueeze(0).softmax(dim=1)
+            refined = F.interpolate(par_reference(small_images[[idx]], probs), size=(h, w), mode="bilinear",
+                                    align_corners=False)
+            label[idx] = torch.where(inside[idx], keys[refined.argmax(dim=1)][0], label[idx])
+        labels.append(label)
+    label_h, label_l = labels
+    out = label_h.masked_fill(label_h == 0, ignore_index)
+    return out.masked_fill((label_h + label_l) == 0, 0)

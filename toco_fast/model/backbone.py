@@ -148,11 +148,7 @@ class ViTBackbone(nn.Module):
 
     def forward_features(self, images: torch.Tensor) -> BackboneOutput:
         """images: [B, C, H, W] float, H and W multiples of the patch size -> ``BackboneOutput``."""
-        grid = self.check_input("images", images)
-        x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
-        x = self.patch_embed.norm(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        x = self.norm_pre(x + self.resized_pos_embed(grid))
+        x = self._embed(images)
         aux = x
         for index, block in enumerate(self.blocks):
             x = block(x)
@@ -162,6 +158,24 @@ class ViTBackbone(nn.Module):
         if self.aux_index == self.depth - 1:
             aux = x
         return BackboneOutput(x[:, 0], x[:, 1:], aux[:, 1:])
+
+    def forward_aux(self, images: torch.Tensor) -> torch.Tensor:
+        """The auxiliary block's patch tokens ``[B, h*w, D]`` alone: the blocks after it are not run (the same
+        values as ``forward_features(images).aux_tokens``)."""
+        if self.aux_index == self.depth - 1:
+            return self.forward_features(images).aux_tokens
+        x = self._embed(images)
+        for block in self.blocks[:self.aux_index + 1]:
+            x = block(x)
+        return x[:, 1:]
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch embedding, class token and (resized) position embedding: ``[B, 1 + h*w, D]``."""
+        grid = self.check_input("images", images)
+        x = self.patch_embed.proj(images).flatten(2).transpose(1, 2)
+        x = self.patch_embed.norm(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.norm_pre(x + self.resized_pos_embed(grid))
 
     forward = forward_features
 

@@ -23,7 +23,9 @@ import torch.nn as nn
 
 from toco_fast.model.backbone import resize_pos_embed
 
-logger = logging.getLogger(__name__)
+# A child of the run logger (``toco_fast.train.runlog``, "toco_fast.run"): during training the loading report goes
+# to the console and to the run's train.log.
+logger = logging.getLogger("toco_fast.run.pretrained")
 
 PathLike = Union[str, os.PathLike]
 WRAPPER_KEYS = ("state_dict", "model", "module")
@@ -51,16 +53,30 @@ class PretrainedReport:
     pos_embed_resized: Optional[Tuple[Tuple[int, int], Tuple[int, int]]] = None
 
 
+def check_checkpoint_file(path: PathLike) -> Path:
+    """``path`` as a ``Path`` when it names an existing file (its content is not read).
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        ValueError: a directory is there.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"pretrained: {path} is a directory; expected a checkpoint file: {_EXPECTED}")
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained: checkpoint not found: {path}")
+    return path
+
+
 def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> Dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{name: tensor}`` dict (wrappers removed, prefixes kept).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable checkpoint, or holds no state dict of tensors.
+        ValueError: ``path`` is a directory, or the file is not a readable checkpoint, or holds no state dict of
+            tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained: checkpoint not found: {path}")
+    path = check_checkpoint_file(path)
     if path.suffix == ".npz":
         raise ValueError(f"pretrained: {path} is a JAX .npz checkpoint; expected {_EXPECTED}. Convert it once "
                          "with timm (build the model with its .npz weights, then save model.state_dict()).")
@@ -196,6 +212,9 @@ def load_pretrained(backbone: nn.Module, path: PathLike, allow_pickle: bool = Fa
         backbone: the encoder (``toco_fast.model.backbone.ViTBackbone``).
         path: a ``.pth``/``.pt``/``.bin`` (torch.save) or ``.safetensors`` file.
         allow_pickle: permit full unpickling when the file stores more than tensors (trusted files only).
+
+    What was dropped, resized or ignored is logged through ``toco_fast.run.pretrained``, a child of the run logger,
+    so a training run records it in its ``train.log``.
 
     Raises:
         FileNotFoundError: no such file.

@@ -143,6 +143,17 @@ class ToCo(nn.Module):
         Returns:
             ``ToCoOutput`` (CAMs alone: ``forward_cams``).
         """
+        if local_crops is not None and view2 is None:
+            raise ValueError("local_crops: given without view2; the CTC loss needs both global views")
+        output, global_cls = self.forward_global(images, view2)
+        if view2 is not None:
+            output.student_proj, output.teacher_proj = self.forward_projections(global_cls, local_crops)
+        return output
+
+    def forward_global(self, images: torch.Tensor,
+                       view2: Optional[torch.Tensor] = None) -> Tuple[ToCoOutput, Optional[torch.Tensor]]:
+        """One encoder pass over ``images`` (and ``view2``): the outputs without projections, and the class tokens
+        ``[2B, D]`` of both global views (None without ``view2``) for :meth:`forward_projections`."""
         grid = self.encoder.check_input("images", images)
         batch = images.shape[0]
         if view2 is not None:
@@ -150,14 +161,6 @@ class ToCo(nn.Module):
             if view2.shape != images.shape:
                 raise ValueError(f"view2: expected the shape of images {tuple(images.shape)}, "
                                  f"got {tuple(view2.shape)}")
-        if local_crops is not None:
-            if view2 is None:
-                raise ValueError("local_crops: given without view2; the CTC loss needs both global views")
-            self.encoder.check_input("local_crops", local_crops)
-            if local_crops.shape[0] % batch:
-                raise ValueError(f"local_crops: expected L*B rows (B={batch}, crop-major), "
-                                 f"got {local_crops.shape[0]}")
-
         encoded = self.encoder(images if view2 is None else torch.cat([images, view2]))
         features = tokens_to_map(encoded.patch_tokens[:batch], grid)
         aux_features = tokens_to_map(encoded.aux_tokens[:batch], grid)
@@ -168,19 +171,41 @@ class ToCo(nn.Module):
             features=features,
             aux_features=aux_features,
         )
-        if view2 is not None:
-            global_cls = encoded.cls_token
-            output.teacher_proj = self.proj_head_t(global_cls.detach())
-            if local_crops is not None:
-                global_cls = torch.cat([global_cls, self.encoder(local_crops).cls_token])
-            output.student_proj = self.proj_head(global_cls)
-        return output
+        return output, (encoded.cls_token if view2 is not None else None)
+
+    def forward_projections(self, global_cls: torch.Tensor,
+                            local_crops: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """CTC projections ``(student [(2+L)*B, P], teacher [2*B, P])`` of the global views' class tokens and of
+        the local crops (encoded here, crop-major ``[L*B, 3, h', w']``); the teacher sees the tokens detached."""
+        teacher_proj = self.proj_head_t(global_cls.detach())
+        if local_crops is not None:
+            self.encoder.check_input("local_crops", local_crops)
+            batch = global_cls.shape[0] // 2
+            if local_crops.shape[0] % batch:
+                raise ValueError(f"local_crops: expected L*B rows (B={batch}, crop-major), "
+                                 f"got {local_crops.shape[0]}")
+            global_cls = torch.cat([global_cls, self.encoder(local_crops).cls_token])
+        return self.proj_head(global_cls), teacher_proj
 
     @torch.no_grad()
-    def forward_cams(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """images [B, 3, H, W] -> (cam, cam_aux), each [B, C-1, H/16, W/16], raw 1x1-conv maps, no grad."""
+    def cams_from_features(self, features: torch.Tensor,
+                           aux_features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Raw CAMs ``(cam, cam_aux)`` ``[B, C-1, h, w]`` of feature maps ``[B, D, h, w]`` (1x1 conv with the
+        classifier weights, no grad): what :meth:`forward_cams` computes from its own encoder pass."""
+        return (F.conv2d(features.detach(), self.classifier.weight),
+                F.conv2d(aux_features.detach(), self.aux_classifier.weight))
+
+    @torch.no_grad()
+    def forward_cams(self, images: torch.Tensor,
+                     aux_only: bool = False) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+        """images [B, 3, H, W] -> (cam, cam_aux), each [B, C-1, H/16, W/16], raw 1x1-conv maps, no grad.
+
+        ``aux_only``: only ``cam_aux`` (``cam`` is None), and the encoder stops after the auxiliary block.
+        """
         grid = self.encoder.check_input("images", images)
+        if aux_only:
+            aux_tokens = self.encoder.forward_aux(images)
+            return None, F.conv2d(tokens_to_map(aux_tokens, grid), self.aux_classifier.weight)
         encoded = self.encoder(images)
-        cam = F.conv2d(tokens_to_map(encoded.patch_tokens, grid), self.classifier.weight)
-        cam_aux = F.conv2d(tokens_to_map(encoded.aux_tokens, grid), self.aux_classifier.weight)
-        return cam, cam_aux
+        return self.cams_from_features(tokens_to_map(encoded.patch_tokens, grid),
+                                       tokens_to_map(encoded.aux_tokens, grid))

@@ -1,4 +1,5 @@
-"""Training: the step (``step``: a pure loss function), the loop (``loop``: ``train``, ``Trainer``), the optimizer
+"""Training: the step (``step``: a pure loss function; ``literal``: the official structure, the baseline; ``module``:
+either as the module DDP wraps), the loop (``loop``: ``train``, ``Trainer``), the optimizer
 and learning-rate schedule (``optim``), the mixed-precision policy (``precision``) and the run log (``runlog``).
 
 ``python -m toco_fast.train`` is the command line (``toco_fast.cli.train``). Names resolve lazily.
@@ -11,7 +12,8 @@ _EXPORTS = {
     "TrainResult": "loop",
     "NonFiniteLossError": "loop",
     "train_step": "step",
-    "TrainStepModule": "step",
+    "literal_train_step": "literal",
+    "TrainStepModule": "module",
 }
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = export_names(_EXPORTS)

@@ -10,22 +10,21 @@ A non-finite loss stops the run with a message naming the iteration and the term
 before it is kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and
 logged.
 """
-import math
 import os
+import signal
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
-from toco_fast.config import Config, ConfigError, save_config, to_dict
+from toco_fast.config import Config, save_config, to_dict
 from toco_fast.data import TrainBatch, batches_per_epoch, iterate_batches, training_loader, validation_data
 from toco_fast.eval.metrics import format_iou_table
 from toco_fast.eval.validation import validate
 from toco_fast.io.checkpoint import (
     Checkpoint,
     checkpoint_path,
-    list_checkpoints,
     open_checkpoint,
     prune_checkpoints,
     save_checkpoint,
@@ -43,8 +42,10 @@ from toco_fast.parallel.process_group import (
     resolve_device,
 )
 from toco_fast.parallel.wrap import parallelize
-from toco_fast.train.optim import build_optimizer
+from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, check_finite_state, grads_finite
+from toco_fast.train.optim import build_optimizer, fill_idle_grads
 from toco_fast.train.precision import resolve_precision
+from toco_fast.train.preflight import check_run, run_dir_for
 from toco_fast.train.runlog import (
     MetricsWriter,
     ProgressBar,
@@ -56,21 +57,10 @@ from toco_fast.train.runlog import (
     get_logger,
     setup_logger,
 )
-from toco_fast.train.step import TrainStepModule
+from toco_fast.train.signals import StopSignals
+from toco_fast.train.module import TrainStepModule
 
 CONFIG_FILE = "config.yaml"
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; ``iteration`` (1-based) and ``terms`` say where."""
-
-    def __init__(self, iteration: int, terms: Sequence[str], values: Dict[str, float]):
-        self.iteration = iteration
-        self.terms = list(terms)
-        shown = ", ".join(f"{name}={values[name]}" for name in self.terms)
-        super().__init__(f"non-finite loss at iteration {iteration}: term {shown} "
-                         f"(all terms: {', '.join(f'{k}={v:.4g}' for k, v in values.items())}); stopping, the last "
-                         f"checkpoint is kept")
 
 
 @dataclass
@@ -80,13 +70,9 @@ class TrainResult:
     eval_results: Optional[Dict[str, Any]] = None
     train_seconds: float = 0.0
     skipped_steps: int = 0
-
-
-def _finite_or_raise(iteration: int, values: Dict[str, float]) -> None:
-    bad = [name for name, value in values.items() if not math.isfinite(value)]
-    if bad:
-        terms = [name for name in bad if name != "loss"] or ["loss"]
-        raise NonFiniteLossError(iteration, terms, values)
+    # The signal number that stopped the run early, after a checkpoint of its last iteration (SIGTERM when the
+    # signal reached another process of the run).
+    stopped_by: Optional[int] = None
 
 
 def train(cfg: Config, *, resume: Union[None, str, Checkpoint] = None, run_dir: Optional[str] = None,
@@ -96,16 +82,17 @@ def train(cfg: Config, *, resume: Union[None, str, Checkpoint] = None, run_dir: 
 
     ``run_dir`` defaults to ``cfg.train.run_dir``, then ``runs/<config name>``, and is written back to the config;
     ``stream`` receives the console output (stdout by default). Returns the run directory, the final iteration and
-    the last evaluation results (None when evaluation is off). Raises NonFiniteLossError when the loss becomes NaN /
-    infinite.
+    the last evaluation results (None when evaluation is off). Before anything is built, ``check_run`` raises
+    ConfigError for a run that cannot start; NonFiniteLossError stops a run whose loss becomes NaN / infinite.
     """
     info = env_dist_info()
+    cfg.train.run_dir = run_dir or run_dir_for(cfg)
+    checkpoint = open_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
+    check_run(cfg, info.world_size, checkpoint)
     device = resolve_device(cfg.train.device, info.local_rank, argument="train.device")
     init_distributed(device)
-    cfg.train.run_dir = run_dir or cfg.train.run_dir or os.path.join("runs", cfg.name)
     setup_logger(cfg.train.run_dir if info.is_main else None, enabled=info.is_main, stream=stream)
     try:
-        checkpoint = open_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
         trainer = Trainer(cfg, device, info, stream=stream, resumed=checkpoint is not None)
         if checkpoint is not None:
             trainer.load_state_dict(checkpoint.state)
@@ -127,10 +114,7 @@ class Trainer:
         self.cfg, self.device, self.info = cfg, device, info
         self.run_dir = cfg.train.run_dir
         self.logger = get_logger()
-        _check_fresh_run_dir(self.run_dir, resumed)
-        if cfg.data.batch_size % info.world_size:
-            raise ConfigError(f"data.batch_size: {cfg.data.batch_size} is not divisible by the {info.world_size} "
-                              f"processes")
+        self.energy = build_energy_loss(cfg.loss)  # check_run made sure the extension is there
         precision = resolve_precision(cfg.train.precision, device)
         self.autocast = precision.autocast
         if info.is_main:
@@ -150,7 +134,6 @@ class Trainer:
         self.model.to(device).train()
         self.optimizer, self.schedule = build_optimizer(self.model, cfg)
         self.scaler = precision.grad_scaler()
-        self.energy = _energy_or_warn(cfg, self.logger)
         self.iteration = 0
         self.meter = RunningMeans()
         self.skipped = 0  # fp16 steps skipped by the GradScaler (overflow), whole run
@@ -188,26 +171,50 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.info.is_main:
-            path = save_checkpoint(checkpoint_path(self.run_dir, self.iteration), self.state_dict())
+            path = checkpoint_path(self.run_dir, self.iteration)
+            check_finite_state(self.model, self.optimizer, path)
+            save_checkpoint(path, self.state_dict())
             prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
             self.logger.info(f"checkpoint: {path}")
         barrier()
 
     def run(self) -> TrainResult:
         cfg, info = self.cfg, self.info
-        step = parallelize(TrainStepModule(self.model), self.device, info)
+        step = parallelize(TrainStepModule(self.model, cfg.train.step), self.device, info)
         metrics = MetricsWriter(self.run_dir, keep_until=self.iteration) if info.is_main else None
         progress = ProgressBar(cfg.train.max_iters, initial=self.iteration, stream=self.stream,
                                enabled=None if info.is_main else False)
         throughput = Throughput(cfg.train.max_iters, self.iteration)
         self._log_schedule()
-        eval_results = None
         batches = iterate_batches(self.loader, start_iteration=self.iteration)
+        stop = StopSignals()
+        with stop:
+            eval_results, stopped = self._loop(step, batches, stop, metrics, progress, throughput)
+        progress.close()
+        stopped_by = (stop.received or signal.SIGTERM) if stopped else None
+        if stopped:
+            self.logger.info(f"stopped by {signal.Signals(stopped_by).name} after iteration {self.iteration}; "
+                             f"continue with: python -m toco_fast.train --resume {self.run_dir}")
+        else:
+            self.logger.info(f"done: {self.iteration} iterations, {format_duration(throughput.train_seconds)} of "
+                             f"training, {throughput.images_per_second():.2f} img/s"
+                             + (f", {self.skipped} fp16 overflow steps skipped" if self.scaler is not None else ""))
+        return TrainResult(run_dir=self.run_dir, iteration=self.iteration, eval_results=eval_results,
+                           train_seconds=throughput.train_seconds, skipped_steps=self.skipped, stopped_by=stopped_by)
+
+    def _loop(self, step: torch.nn.Module, batches, stop: StopSignals, metrics: Optional[MetricsWriter],
+              progress: ProgressBar, throughput: Throughput) -> Tuple[Optional[Dict[str, Any]], bool]:
+        """Iterations until ``train.max_iters`` or a stop signal to any process (then a checkpoint of the last
+        iteration is written); returns the last evaluation results and whether a signal stopped the run."""
+        cfg = self.cfg
+        eval_results = None
+        saved = self.iteration
         while self.iteration < cfg.train.max_iters:
             n_iter = self.iteration
             tic = time.perf_counter()
             log_now = (n_iter + 1) % cfg.train.log_iters == 0 or n_iter + 1 == cfg.train.max_iters
-            values = self._step(step, next(batches)[1], n_iter, probe=cfg.train.oversmoothing_probe and log_now)
+            values, stopping = self._step(step, next(batches)[1], n_iter, stop.received is not None,
+                                          probe=cfg.train.oversmoothing_probe and log_now)
             throughput.add(1, cfg.data.batch_size, time.perf_counter() - tic)
             self.iteration = n_iter + 1
             self.meter.add(values)
@@ -219,45 +226,61 @@ class Trainer:
             if log_now:
                 progress.clear()
                 self._log(lr, throughput, metrics)
+            # The checkpoint first: an evaluation that fails (a bad validation file) then loses no training.
+            if self.iteration % cfg.train.ckpt_iters == 0 or last or (stopping and self.iteration > saved):
+                progress.clear()
+                self.save_checkpoint()
+                saved = self.iteration
+            if stopping:
+                return eval_results, True
             if self.val is not None and (self.iteration % cfg.train.eval_iters == 0 or last):
                 progress.clear()
                 eval_results = self._evaluate(metrics)
-            if self.iteration % cfg.train.ckpt_iters == 0 or last:
-                progress.clear()
-                self.save_checkpoint()
-        progress.close()
-        self.logger.info(f"done: {self.iteration} iterations, {format_duration(throughput.train_seconds)} of "
-                         f"training, {throughput.images_per_second():.2f} img/s"
-                         + (f", {self.skipped} fp16 overflow steps skipped" if self.scaler is not None else ""))
-        return TrainResult(run_dir=self.run_dir, iteration=self.iteration, eval_results=eval_results,
-                           train_seconds=throughput.train_seconds, skipped_steps=self.skipped)
+        return eval_results, False
 
-    def _step(self, step: torch.nn.Module, raw_batch: Dict[str, Any], n_iter: int, probe: bool) -> Dict[str, float]:
-        """One optimizer step; returns the loss and its terms (averaged over ranks) as floats."""
+    def _step(self, step: torch.nn.Module, raw_batch: Dict[str, Any], n_iter: int, stop_requested: bool,
+              probe: bool) -> Tuple[Dict[str, float], bool]:
+        """One optimizer step, applied only when the loss and the gradients are finite.
+
+        Returns the loss and its terms (averaged over ranks) as floats, and whether any rank was asked to stop; all
+        of it is read with one host synchronisation.
+        """
         batch = TrainBatch.from_loader(raw_batch, self.device)
         self.schedule.apply(n_iter)
         loss, terms = step(batch, cfg=self.cfg, n_iter=n_iter, energy=self.energy, autocast=self.autocast,
                            probe=probe)
-        names = ["loss"] + list(terms)
-        stacked = torch.stack([loss.detach().float()] + [v.float() for v in terms.values()])
-        values = dict(zip(names, all_reduce_mean(stacked).tolist()))  # one host sync per step
-        _finite_or_raise(n_iter + 1, values)
-
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            scale_before = self.scaler.get_scale()
             self.scaler.scale(loss).backward()
+            grads_ok = loss.new_ones((), dtype=torch.float32)  # the GradScaler skips overflowing steps itself
+        else:
+            loss.backward()
+            grads_ok = grads_finite(self.optimizer)
+        flags = torch.stack([grads_ok.to(loss.device), loss.new_tensor(float(stop_requested), dtype=torch.float32)])
+        stacked = torch.cat([torch.stack([loss.detach().float()] + [v.float() for v in terms.values()]), flags])
+        *numbers, all_finite, stop = all_reduce_mean(stacked).tolist()
+        values = dict(zip(["loss"] + list(terms), numbers))
+        check_finite_loss(n_iter + 1, values)
+        if all_finite < 1.0:
+            raise NonFiniteLossError(n_iter + 1, ["gradients"], values)
+
+        self._fill_idle_grads()
+        if self.scaler is not None:
+            scale_before = self.scaler.get_scale()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             if self.scaler.get_scale() < scale_before:  # the scaler skipped this step: inf/NaN gradients
                 self.skipped += 1
                 self.skipped_window += 1
         else:
-            loss.backward()
             self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return values
+        return values, stop > 0
+
+    def _fill_idle_grads(self) -> None:
+        if self.cfg.optim.idle_params == "zero_grad":
+            fill_idle_grads(self.optimizer)
 
     def _log(self, lr: float, throughput: Throughput, metrics: Optional[MetricsWriter]) -> None:
         means = self.meter.pop()
@@ -285,21 +308,12 @@ class Trainer:
 
     def _log_schedule(self) -> None:
         active = loss_weights(self.cfg.loss, self.iteration)
-        if self.energy is None:
-            active.pop("reg", None)
 
         def starts(first_off: int) -> str:
             return "from the start" if first_off < 0 else f"after iteration {first_off}"
 
         self.logger.info(f"loss terms at iteration {self.iteration}: {active}; seg/reg "
                          f"{starts(self.cfg.loss.seg_start_iter)}, ptc/ctc {starts(self.cfg.loss.contrast_start_iter)}")
-
-
-def _check_fresh_run_dir(run_dir: str, resumed: bool) -> None:
-    """A fresh run must not write into a directory holding another run's checkpoints."""
-    if not resumed and list_checkpoints(run_dir):
-        raise ConfigError(f"run dir {run_dir!r} already holds checkpoints: pass --resume {run_dir} to continue it "
-                          f"or choose another --run-dir")
 
 
 def _data_position(loader, iteration: int) -> Dict[str, int]:
@@ -315,13 +329,3 @@ def _check_data_position(saved: Optional[Dict[str, int]], loader, iteration: int
         logger.warning(f"resume: an epoch now has {now['batches_per_epoch']} batches, the checkpoint was written "
                        f"with {saved.get('batches_per_epoch')} (dataset or batch size changed); the data order will "
                        f"differ from the interrupted run")
-
-
-def _energy_or_warn(cfg: Config, logger):
-    """The ``reg`` term's loss layer, or None (said once in the log) when its weight is 0 or the lattice extension
-    is missing."""
-    try:
-        return build_energy_loss(cfg.loss)
-    except RuntimeError as exc:
-        logger.warning(f"reg loss is OFF (loss.w_reg={cfg.loss.w_reg} ignored): {exc}")
-        return None

@@ -2,28 +2,34 @@
 
 The step mirrors the official VOC / COCO loops (rulixiang/ToCo ``scripts/dist_train_{voc,coco}_seg_neg.py``):
 
-1. multi-scale CAMs of the main view (no grad): the final CAM and the aux CAM;
-2. ROI mask of the aux CAM (0 background, 1 uncertain, 2 foreground) and local crops cut from the local source
+1. EMA update of the teacher projection head (every iteration, as the official forward does);
+2. multi-scale CAMs of the main view (no grad): the final CAM and the aux CAM;
+3. ROI mask of the aux CAM (0 background, 1 uncertain, 2 foreground) and local crops cut from the local source
    view around background / uncertain pixels, with their positive / negative flags;
-3. EMA update of the teacher projection head, then one forward of the main view, the second global view and the
-   local crops;
-4. losses: ``cls`` and ``cls_aux`` (multilabel soft margin); ``ctc`` (class-token contrast); ``seg`` on
+4. one forward of the main view, the second global view and the local crops;
+5. losses: ``cls`` and ``cls_aux`` (multilabel soft margin); ``ctc`` (class-token contrast); ``seg`` on
    PAR-refined pseudo labels of the final CAM (aux CAM early in the COCO schedule); ``reg`` (dense energy loss on
-   the same labels); ``ptc`` (patch-token contrast of the final tokens against aux-CAM token labels).
+   the same labels); ``ptc`` (patch-token contrast of the final tokens against aux-CAM token labels). The ratio
+   losses ``ptc`` and ``seg`` are computed per group of ``loss.group_size`` samples and averaged, as the official
+   per-GPU losses are.
 
 Deliberate difference: a term whose weight is 0 at this iteration (``toco_fast.method.schedule.loss_weights``) is not
 computed at all, nor is anything only it needs (the official computes every term and multiplies by 0.0, so a NaN
-in an unused term still poisons the loss, and the projection pass runs even while CTC is off).
+in an unused term still poisons the loss, and the projection pass runs even while CTC is off). The loop gives the
+parameters only such a term trains the zero gradients the official 0.0 weight gives them
+(``toco_fast.train.optim.fill_idle_grads``).
 
-The function is separate from the loop, so distribution (``TrainStepModule`` is what DDP wraps), autocast and
+The function is separate from the loop, so distribution (``toco_fast.train.module.TrainStepModule`` is what DDP
+wraps), autocast and
 gradient scaling are the caller's business: it returns the weighted loss and the detached value of every computed
 term.
 """
 import contextlib
-from typing import Callable, ContextManager, Dict, Mapping, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from toco_fast.config import Config
 from toco_fast.data import TrainBatch, denormalize_uint8
@@ -57,42 +63,96 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
     Returns:
         ``(loss, terms)``: the weighted scalar loss and a dict of detached scalars, one per computed term.
     """
+    weights = active_weights(cfg, n_iter, energy)
+    bare = unwrap(model)
+    # The official forward updates the EMA teacher every iteration, CTC on or not (COCO's first 12k iterations).
+    bare.update_teacher()
+    contrast = "ctc" in weights
+    if contrast:
+        check_contrast_views(batch)
+    with record_function("toco.global"), autocast():
+        out, global_cls = bare.forward_global(batch.images, batch.view2 if contrast else None)
+    with record_function("toco.cams"):
+        cams, cams_aux = _cams_for(bare, batch, out, cfg, weights, n_iter, autocast)
+    flags = None
+    if contrast:
+        with record_function("toco.local"):
+            local_crops, flags = cut_local_crops(batch, cams_aux, cfg)
+            with autocast():
+                out.student_proj, out.teacher_proj = bare.forward_projections(global_cls, local_crops)
+    terms = loss_terms(out, batch, cams, cams_aux, flags, cfg, weights, n_iter, energy)
+    return weighted_loss(terms, weights, out, probe)
+
+
+def active_weights(cfg: Config, n_iter: int, energy: Optional[DenseEnergyLoss]) -> Dict[str, float]:
+    """The schedule's weights at ``n_iter`` (``loss_weights``), without ``reg`` when no loss layer is given."""
     weights = loss_weights(cfg.loss, n_iter)
     if energy is None:
         weights.pop("reg", None)
-    bare = unwrap(model)
-    cams = cams_aux = None
-    need_cams = any(name in weights for name in ("ctc", "seg", "reg", "ptc"))
-    if need_cams:
-        with autocast():
-            cams, cams_aux = multi_scale_cam(bare, batch.images, scales=cfg.cam.scales)
-        cams, cams_aux = cams.float(), cams_aux.float()
+    return weights
 
-    view2 = local_crops = flags = None
-    if "ctc" in weights:
-        if batch.view2 is None or batch.local_source is None:
-            raise ValueError("batch: CTC needs view2 and local_source")
-        roi_mask = cam_to_roi_mask(cams_aux, batch.cls_labels, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
-        local_crops, flags = crop_from_roi(batch.local_source, roi_mask, crop_num=cfg.data.num_local_crops,
-                                           crop_size=cfg.data.local_crop_size)
-        view2 = batch.view2
-        bare.update_teacher()
 
+def check_contrast_views(batch: TrainBatch) -> None:
+    if batch.view2 is None or batch.local_source is None:
+        raise ValueError("batch: CTC needs view2 and local_source")
+
+
+def cut_local_crops(batch: TrainBatch, cams_aux: torch.Tensor, cfg: Config) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The CTC local crops ``[L*B, 3, s, s]`` around background / uncertain pixels of the aux CAM, and their
+    positive / negative flags."""
+    roi_mask = cam_to_roi_mask(cams_aux, batch.cls_labels, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
+    return crop_from_roi(batch.local_source, roi_mask, crop_num=cfg.data.num_local_crops,
+                         crop_size=cfg.data.local_crop_size)
+
+
+def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weights: Mapping[str, float],
+              n_iter: int, autocast: Callable[[], ContextManager]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The multi-scale CAMs the active terms need, fp32: none in a cls-only phase; the aux CAM alone (passes that
+    stop at the aux block) while no pseudo label comes from the final CAM. Scale 1.0's unflipped maps come from the
+    training pass, which already encoded those images."""
+    seg_on = "seg" in weights or "reg" in weights
+    need_final = seg_on and pseudo_label_cam(cfg.loss, n_iter) == "final"
+    need_aux = "ptc" in weights or "ctc" in weights or (seg_on and not need_final)
+    if not (need_final or need_aux):
+        return None, None
+    unflipped = bare.cams_from_features(out.features, out.aux_features)
     with autocast():
-        out = model(batch.images, view2=view2, local_crops=local_crops)
+        cams, cams_aux = multi_scale_cam(bare, batch.images, scales=cfg.cam.scales, aux_only=not need_final,
+                                         unflipped=unflipped)
+    return (cams.float() if cams is not None else None), cams_aux.float()
 
+
+def loss_terms(out, batch: TrainBatch, cams: Optional[torch.Tensor], cams_aux: Optional[torch.Tensor],
+               flags: Optional[torch.Tensor], cfg: Config, names: Iterable[str], n_iter: int,
+               energy: Optional[DenseEnergyLoss], refine: Optional[Callable[..., torch.Tensor]] = None,
+               energy_fn: Optional[Callable[..., torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
+    """The loss terms ``names`` (``cls`` and ``cls_aux`` always) from the forward outputs ``out`` (a
+    ``ToCoOutput`` with projections when ``ctc`` is asked for), the CAMs and the crop flags, in fp32.
+
+    ``refine`` and ``energy_fn`` let the literal step run the official per-image PAR and the host round trip of the
+    energy loss (defaults: the batched PAR and the energy loss on the device)."""
+    names = set(names)
     terms: Dict[str, torch.Tensor] = {}
     terms["cls"] = F.multilabel_soft_margin_loss(out.cls_logits.float(), batch.cls_labels.float())
     terms["cls_aux"] = F.multilabel_soft_margin_loss(out.aux_cls_logits.float(), batch.cls_labels.float())
-    if "ctc" in weights:
-        terms["ctc"] = ctc_loss(out.student_proj.float(), out.teacher_proj.float(), flags, temp=cfg.loss.ctc_temp)
-    if "seg" in weights or "reg" in weights:
+    if "ctc" in names:
+        with record_function("toco.ctc"):
+            terms["ctc"] = ctc_loss(out.student_proj.float(), out.teacher_proj.float(), flags,
+                                    temp=cfg.loss.ctc_temp)
+    if "seg" in names or "reg" in names:
         label_cams = cams_aux if pseudo_label_cam(cfg.loss, n_iter) == "aux" else cams
-        terms.update(_seg_terms(out.seg_logits, batch, label_cams, cfg, weights, energy))
-    if "ptc" in weights:
-        terms["ptc"] = _ptc_term(out.features, cams_aux, batch, cfg)
+        terms.update(_seg_terms(out.seg_logits, batch, label_cams, cfg, names, energy,
+                                refine or refine_cams_with_bkg, energy_fn or energy_loss))
+    if "ptc" in names:
+        with record_function("toco.ptc"):
+            terms["ptc"] = _ptc_term(out.features, cams_aux, batch, cfg)
+    return terms
 
-    loss = sum(weights[name] * terms[name] for name in weights)
+
+def weighted_loss(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float], out,
+                  probe: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """``(sum of weight * term, detached terms)``; with ``probe`` also the over-smoothing probes."""
+    loss = sum(weights.get(name, 0.0) * value for name, value in terms.items())
     report = {name: value.detach() for name, value in terms.items()}
     if probe:
         with torch.no_grad():
@@ -101,45 +161,31 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
     return loss, report
 
 
-class TrainStepModule(torch.nn.Module):
-    """:func:`train_step` as a module, for DistributedDataParallel.
-
-    DDP finds the parameters a step leaves without gradient by walking back from the outputs of the module it
-    wraps. Wrapping the bare ToCo would expose ``seg_logits`` and the projections even when their loss terms are
-    off (the decoder before ``seg_start_iter``, the projection head while CTC is off), and DDP would wait forever
-    for their gradients; wrapping the step exposes only the loss.
-    """
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, batch: TrainBatch, **kwargs) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-        return train_step(self.model, batch, **kwargs)
-
-
 def _tokens(feature_map: torch.Tensor) -> torch.Tensor:
     """``[B, D, h, w]`` -> contiguous ``[B, h*w, D]``."""
     return feature_map.flatten(2).transpose(1, 2).contiguous()
 
 
-def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, cfg: Config,
-               weights: Mapping[str, float], energy: Optional[DenseEnergyLoss]) -> Dict[str, torch.Tensor]:
+def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, cfg: Config, names: Set[str],
+               energy: Optional[DenseEnergyLoss], refine: Callable[..., torch.Tensor],
+               energy_fn: Callable[..., torch.Tensor]) -> Dict[str, torch.Tensor]:
     """``seg`` / ``reg`` on PAR-refined pseudo labels of ``cams`` (the official ``refine_cams_with_bkg_v2`` path)."""
     thresholds = dict(bkg_thre=cfg.cam.bkg_thre, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
-    valid_cam, _ = cam_to_label(cams, batch.cls_labels, img_box=batch.img_box, ignore_mid=True,
-                                ignore_index=cfg.data.ignore_index, **thresholds)
-    # PAR sees the image as the official denormalize_img2 makes it: uint8-truncated, scaled to [0, 1].
-    unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
-    pseudo = refine_cams_with_bkg(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
-                                  low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index,
-                                  img_box=batch.img_box).long()
-    segs = F.interpolate(seg_logits.float(), size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
-    terms = {}
-    if "seg" in weights:
-        terms["seg"] = seg_loss(segs, pseudo, ignore_index=cfg.data.ignore_index)
-    if "reg" in weights:
-        terms["reg"] = energy_loss(batch.images.float(), segs, pseudo, batch.img_box, energy)
+    with record_function("toco.par_seg"):
+        valid_cam, _ = cam_to_label(cams, batch.cls_labels, img_box=batch.img_box, ignore_mid=True,
+                                    ignore_index=cfg.data.ignore_index, **thresholds)
+        # PAR sees the image as the official denormalize_img2 makes it: uint8-truncated, scaled to [0, 1].
+        unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
+        pseudo = refine(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
+                        low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index, img_box=batch.img_box).long()
+        segs = F.interpolate(seg_logits.float(), size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
+        terms = {}
+        if "seg" in names:
+            terms["seg"] = _per_group(cfg.loss.group_size, segs, pseudo,
+                                      loss=lambda s, p: seg_loss(s, p, ignore_index=cfg.data.ignore_index))
+    if "reg" in names:
+        with record_function("toco.energy"):
+            terms["reg"] = energy_fn(batch.images.float(), segs, pseudo, batch.img_box, energy)
     return terms
 
 
@@ -150,4 +196,15 @@ def _ptc_term(features: torch.Tensor, cams_aux: torch.Tensor, batch: TrainBatch,
                                    bkg_thre=cfg.cam.bkg_thre, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre,
                                    ignore_index=cfg.data.ignore_index,
                                    image_hw=tuple(batch.images.shape[-2:]) if cfg.loss.ptc_box_fix else None)
-    return ptc_loss(_tokens(features), labels, ignore_index=cfg.data.ignore_index)
+    return _per_group(cfg.loss.group_size, _tokens(features), labels,
+                      loss=lambda t, l: ptc_loss(t, l, ignore_index=cfg.data.ignore_index))
+
+
+def _per_group(group_size: int, *tensors: torch.Tensor, loss: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Mean of ``loss`` over consecutive groups of ``group_size`` samples of ``tensors`` (sliced alike on dim 0): the
+    official ratio losses are per-GPU ratios over 2 images that DDP averages (``loss.group_size``)."""
+    batch = tensors[0].shape[0]
+    if batch % group_size:
+        raise ValueError(f"loss.group_size: a batch of {batch} samples does not split into groups of {group_size}")
+    return torch.stack([loss(*(t[start:start + group_size] for t in tensors))
+                        for start in range(0, batch, group_size)]).mean()

@@ -3,10 +3,10 @@
 Layout::
 
     ROOT/
-      classes.txt        one class name per line, background first (so C lines for C classes)
+      classes.txt        UTF-8, one class name per line, background first (so C lines for C classes)
       images/            the images, any format PIL reads (sub-folders allowed in the CSV paths)
       masks/             optional: <stem>.png class-id masks (0 = background, 255 = ignore)
-      train.csv          one CSV per split, UTF-8, header ``image,labels``
+      train.csv          one CSV per split, UTF-8 (a leading byte-order mark is fine), header ``image,labels``
       val.csv
 
 CSV rows: ``image`` is the file path under ``images/``; ``labels`` lists the foreground class names present,
@@ -22,6 +22,7 @@ Every row is validated at construction: header, column count, existing image, kn
 errors name the CSV file and line.
 """
 import csv
+import io
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -29,17 +30,18 @@ import numpy as np
 
 from ..classes import check_class_names
 from ..errors import DataError
+from ..files import read_text
 from .source import ImageSource, require_dir
 
 CSV_HEADER = ("image", "labels")
 
 
 def read_classes_file(path: str) -> List[str]:
-    """Class names from ``classes.txt`` (one per line, background first, blank lines skipped)."""
+    """Class names from ``classes.txt`` (UTF-8, one per line, background first, blank lines skipped)."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: class list not found (one class name per line, background first)")
-    with open(path, "r", encoding="utf-8") as handle:
-        names = [line.strip() for line in handle if line.strip()]
+    text = read_text(path, "class list")
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     try:
         return check_class_names(names, path)
     except ValueError as exc:
@@ -48,33 +50,30 @@ def read_classes_file(path: str) -> List[str]:
 
 def read_label_csv(path: str, class_names: List[str]) -> List[Tuple[str, np.ndarray]]:
     """Parse a split CSV into (image path relative to ``images/``, uint8 one-hot ``[C-1]``) rows."""
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: label CSV not found")
     index = {name: i for i, name in enumerate(class_names)}
     rows = []
-    with open(path, "r", encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
-            raise DataError(f"{path}:1: header must be 'image,labels', got {header}")
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not cell.strip() for cell in row):
-                continue
-            if len(row) != 2:
-                raise DataError(f"{path}:{line}: expected 2 columns (image,labels), got {len(row)}: {row}")
-            image, labels = row[0].strip(), row[1].strip()
-            if not image:
-                raise DataError(f"{path}:{line}: empty image path")
-            onehot = np.zeros(len(class_names) - 1, dtype=np.uint8)
-            for label in filter(None, (part.strip() for part in labels.split(";"))):
-                if label not in index:
-                    raise DataError(f"{path}:{line}: unknown class {label!r} (classes.txt has "
-                                    f"{', '.join(class_names[1:])})")
-                if index[label] == 0:
-                    raise DataError(f"{path}:{line}: {label!r} is the background class; list foreground only")
-                onehot[index[label] - 1] = 1
-            rows.append((image, onehot))
+    reader = csv.reader(io.StringIO(read_text(path, "label CSV"), newline=""))
+    header = next(reader, None)
+    if header is None or tuple(h.strip() for h in header) != CSV_HEADER:
+        raise DataError(f"{path}:1: header must be 'image,labels', got {header}")
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            raise DataError(f"{path}:{line}: expected 2 columns (image,labels), got {len(row)}: {row}")
+        image, labels = row[0].strip(), row[1].strip()
+        if not image:
+            raise DataError(f"{path}:{line}: empty image path")
+        onehot = np.zeros(len(class_names) - 1, dtype=np.uint8)
+        for label in filter(None, (part.strip() for part in labels.split(";"))):
+            if label not in index:
+                raise DataError(f"{path}:{line}: unknown class {label!r} (classes.txt has "
+                                f"{', '.join(class_names[1:])})")
+            if index[label] == 0:
+                raise DataError(f"{path}:{line}: {label!r} is the background class; list foreground only")
+            onehot[index[label] - 1] = 1
+        rows.append((image, onehot))
     if not rows:
         raise DataError(f"{path}: no image rows")
     return rows
