@@ -20,7 +20,8 @@ def _lattice_extension():
     """The csrc/ permutohedral-lattice extension ``toco_fast._C`` and its build command.
 
     CPU sources always; CUDA sources too when a GPU is visible and nvcc is found, or as forced by TOCO_FAST_CUDA=0/1
-    (CI sets 1, so the CUDA code is compiled there although no GPU can run it). CUDA archs default to 8.0;9.0 (override with TORCH_CUDA_ARCH_LIST).
+    (CI sets 1, so the CUDA code is compiled there although no GPU can run it). CUDA archs default to 8.0;9.0
+    (override with TORCH_CUDA_ARCH_LIST).
     """
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     if not sources:

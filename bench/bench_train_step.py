@@ -116,7 +116,7 @@ def bench_one(name: str, cfg: Config, args, device: torch.device) -> List[dict]:
     torch.manual_seed(0)
     base = build_model(cfg.model).to(device).train()
     batch = random_batch(cfg, device)
-    runs, setups = {}, {}
+    runs = {}
     for step in args.steps:
         for precision in args.precisions:
             model = copy.deepcopy(base)

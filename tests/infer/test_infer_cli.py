@@ -153,9 +153,9 @@ def test_out_is_created_up_front_and_must_be_writable(tmp_path, capsys, tiny_run
         main(["--checkpoint", str(run_dir), "--out", str(out), "--workers", "0", "--device", "cpu"])
     assert built == [True]  # the folder existed when the model was built
 
-    from toco_fast.cli import _checks
+    from toco_fast.io import paths
 
-    monkeypatch.setattr(_checks.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(paths.tempfile, "TemporaryFile", read_only)
     assert main(["--checkpoint", str(run_dir), "--out", str(out), "--workers", "0", "--device", "cpu"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert line == f"error: --out: {out}: {out} is not writable (Permission denied)"

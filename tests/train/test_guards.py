@@ -85,7 +85,7 @@ def test_sigterm_writes_a_checkpoint_of_the_last_iteration_and_exits_cleanly(syn
     text = "".join(lines) + output
     assert process.returncode == 128 + signal.SIGTERM, text
     assert "Traceback" not in text
-    assert f"stopped by SIGTERM after iteration" in text and f"--resume {run_dir}" in text
+    assert "stopped by SIGTERM after iteration" in text and f"--resume {run_dir}" in text
     iterations = [it for it, _ in list_checkpoints(run_dir)]
     assert len(iterations) == 1 and iterations[0] >= 2
     assert load_checkpoint(run_dir)["iteration"] == iterations[0]

@@ -80,10 +80,14 @@ def test_run_dir_that_is_a_file(cfg, tmp_path):
 
 
 def test_run_dir_that_is_not_writable(cfg, tmp_path, monkeypatch):
-    # chmod does not stop root, who may run the tests: the check asks os.access, so the test answers for it.
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode: path != str(tmp_path) and real_access(path, mode))
-    with pytest.raises(ConfigError, match=rf"train.run_dir: {tmp_path} is not writable"):
+    # chmod does not stop root, who may run the tests: the probe's temporary file is refused instead.
+    from toco_fast.io import paths
+
+    def refused(dir=None, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(paths.tempfile, "TemporaryFile", refused)
+    with pytest.raises(ConfigError, match=rf"train.run_dir: {tmp_path} is not writable \(Permission denied\)"):
         check_run(cfg)
 
 

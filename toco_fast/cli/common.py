@@ -14,6 +14,7 @@ from toco_fast.config import Config
 from toco_fast.data import KINDS, ImageSource, open_source
 from toco_fast.io.atomic import atomic_write_text
 from toco_fast.io.checkpoint import CheckpointWriteError
+from toco_fast.io.paths import folder_write_problem, nearest_existing
 from toco_fast.parallel.collectives import barrier
 from toco_fast.parallel.process_group import DistInfo, cleanup_distributed, env_dist_info, init_distributed
 
@@ -133,3 +134,48 @@ def source_from_args(args: argparse.Namespace, config: Optional[Config] = None) 
     if ignore_index is not None and kind != "synthetic":
         options["ignore_index"] = ignore_index
     return open_source(kind, root, split, **options)
+
+
+def check_class_count(ckpt: str, config: Config, source: ImageSource) -> None:
+    """Raise ValueError unless the checkpoint's ``model.num_classes`` equals the split's class count."""
+    have, want = config.model.num_classes, source.num_classes
+    if have != want:
+        raise ValueError(f"{ckpt}: the checkpoint's model predicts {have} classes (model.num_classes) but the "
+                         f"{source.kind} dataset at {source.root}, split {source.split!r}, has {want} classes; "
+                         "expected the dataset the checkpoint was trained on (--dataset/--root)")
+
+
+def prepare_out_dir(path: str, argument: str) -> str:
+    """Create the output folder ``path`` (parents included) and check that files can be written in it.
+
+    Returns ``path``. Raises ValueError naming ``argument`` and ``path`` when it exists as a file, cannot be
+    created, or is not writable.
+    """
+    blocker = nearest_existing(path)
+    if blocker == os.path.abspath(path) and not os.path.isdir(blocker):
+        raise ValueError(f"{argument}: {path}: exists and is not a folder (expected an output folder)")
+    _require_writable_folder(blocker, argument, path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"{argument}: {path}: cannot create the output folder ({exc.strerror or exc})") from None
+    _require_writable_folder(path, argument, path)
+    return path
+
+
+def check_out_file(path: str, argument: str) -> None:
+    """Raise ValueError naming ``argument`` and ``path`` unless a file can later be written at ``path``: it is not
+    a folder, and its folder exists and is writable or can be created. Creates nothing."""
+    if os.path.isdir(path):
+        raise ValueError(f"{argument}: {path}: is a folder (expected a file path, e.g. "
+                         f"{os.path.join(path, 'metrics.json')})")
+    _require_writable_folder(nearest_existing(os.path.dirname(os.path.abspath(path))), argument, path)
+
+
+def _require_writable_folder(folder: str, argument: str, path: str) -> None:
+    """Raise ValueError naming ``argument`` and ``path`` unless ``folder`` (``path`` or the ancestor it would be
+    created in) is a folder where a file can be created."""
+    problem = folder_write_problem(folder)
+    if problem:
+        prefix = "cannot be created, " if not os.path.isdir(folder) else ""
+        raise ValueError(f"{argument}: {path}: {prefix}{problem}")

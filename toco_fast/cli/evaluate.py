@@ -22,16 +22,8 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from toco_fast.cli._checks import check_class_count, check_out_file
-from toco_fast.cli.common import (
-    INPUT_ERRORS,
-    add_dataset_args,
-    default_workers,
-    report_input_error,
-    sharded_run,
-    source_from_args,
-    write_json,
-)
+from toco_fast.cli.common import (INPUT_ERRORS, add_dataset_args, check_class_count, check_out_file, default_workers,
+                                  report_input_error, sharded_run, source_from_args, write_json)
 from toco_fast.eval.metrics import SegmentationMetric, format_iou_table
 from toco_fast.eval.predictions import evaluate_prediction_dir
 from toco_fast.io.checkpoint import resolve_checkpoint

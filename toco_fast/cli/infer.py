@@ -27,15 +27,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from toco_fast.cli._checks import check_class_count, prepare_out_dir, report_error
-from toco_fast.cli.common import (
-    INPUT_ERRORS,
-    add_dataset_args,
-    default_workers,
-    sharded_run,
-    source_from_args,
-    write_json,
-)
+from toco_fast.cli.common import (INPUT_ERRORS, add_dataset_args, check_class_count, default_workers, prepare_out_dir,
+                                  report_input_error, sharded_run, source_from_args, write_json)
 from toco_fast.data import ImageSource
 from toco_fast.eval.metrics import format_iou_table
 from toco_fast.infer.crf import CRFUnavailableError, probe_crf
@@ -113,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if skipped is not None:
                 total_skipped = _report_skipped(skipped, args.out, info, device)
     except INPUT_ERRORS + (CRFUnavailableError,) as exc:
-        return report_error(exc, this_rank_only=isinstance(exc, UnreadableImageError))
+        return report_input_error(exc, any_rank=isinstance(exc, UnreadableImageError))
     if info.is_main:
         skip_note = f", {total_skipped} unreadable skipped" if args.skip_bad else ""
         print(f"wrote predictions for {len(dataset) - total_skipped} images to {args.out} "

@@ -3,7 +3,9 @@
 ``toco_fast.config.schema.validate`` checks what the config says on its own (ranges, crop sizes against the patch
 size). This module checks what depends on the surroundings: the device, the number of processes, the run
 directory, the pretrained file, the checkpoint a run resumes from, and the dataset's splits (opened, not decoded).
-Each problem raises ``ConfigError`` naming the setting or file and what was expected, so ``python -m toco_fast.train`` answers it in one line before any loader or model exists.
+Each problem raises ``ConfigError`` naming the setting or file and what was expected, so ``python -m
+toco_fast.train`` answers it in one line before any loader or model exists. The energy term's extension is checked
+here too: with ``loss.w_reg > 0`` the reg term never vanishes silently.
 """
 import math
 import os
@@ -12,6 +14,7 @@ from typing import Optional
 from toco_fast.config import Config, ConfigError, DataConfig, ModelConfig, from_dict
 from toco_fast.data import DataError, ImageSource, open_split
 from toco_fast.io.checkpoint import Checkpoint, list_checkpoints
+from toco_fast.io.paths import folder_write_problem, nearest_existing
 from toco_fast.losses.energy import build_energy_loss
 from toco_fast.model.pretrained import check_checkpoint_file
 from toco_fast.parallel.process_group import resolve_device
@@ -78,25 +81,18 @@ def _check_aux_layer(model: ModelConfig) -> None:
 def _check_run_dir(run_dir: str, fresh: bool) -> None:
     """The run directory must be a directory (or creatable) and writable; a fresh run must not reuse one that holds
     another run's checkpoints."""
-    existing = _nearest_existing(run_dir)
+    existing = nearest_existing(run_dir)
     if not os.path.isdir(existing):
         where = "" if existing == os.path.abspath(run_dir) else f" ({existing} is in its way)"
         raise ConfigError(f"train.run_dir: {run_dir} is a file{where}; expected a directory, choose another "
                           f"--run-dir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"train.run_dir: {existing} is not writable; expected a directory this user can write "
-                          f"to, choose another --run-dir")
+    problem = folder_write_problem(existing)
+    if problem:
+        raise ConfigError(f"train.run_dir: {problem}; expected a directory this user can write to, choose another "
+                          f"--run-dir")
     if fresh and list_checkpoints(run_dir):
         raise ConfigError(f"run dir {run_dir!r} already holds checkpoints: pass --resume {run_dir} to continue it "
                           f"or choose another --run-dir")
-
-
-def _nearest_existing(path: str) -> str:
-    """``path`` (absolute) or its closest ancestor that exists."""
-    path = os.path.abspath(path)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
 
 
 def _check_pretrained(path: Optional[str]) -> None:

@@ -105,8 +105,8 @@ def cut_local_crops(batch: TrainBatch, cams_aux: torch.Tensor, cfg: Config) -> T
                          crop_size=cfg.data.local_crop_size)
 
 
-def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weights: Mapping[str, float],
-              n_iter: int, autocast: Callable[[], ContextManager]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weights: Mapping[str, float], n_iter: int,
+              autocast: Callable[[], ContextManager]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
     """The multi-scale CAMs the active terms need, fp32: none in a cls-only phase; the aux CAM alone (passes that
     stop at the aux block) while no pseudo label comes from the final CAM. Scale 1.0's unflipped maps come from the
     training pass, which already encoded those images."""
