@@ -157,3 +157,38 @@ def test_ratio_losses_are_per_group_of_samples(synthetic_root):
     whole = train_step(model, batch, cfg=tiny_cfg(synthetic_root, "data.batch_size=4", "loss.seg_start_iter=-1",
                                                   "loss.w_reg=0", "loss.w_ctc=0", "loss.group_size=4"), n_iter=0)[1]
     assert not torch.allclose(whole["ptc"], grouped["ptc"])
+
+
+def test_activation_checkpointing_keeps_losses_gradients_and_names(synthetic_root):
+    from toco_fast.parallel.wrap import checkpoint_blocks
+
+    cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "loss.w_reg=0")
+    torch.manual_seed(0)
+    plain = build_model(cfg.model).train()
+    saved = build_model(cfg.model).train()
+    saved.load_state_dict(plain.state_dict())
+    checkpoint_blocks(saved.encoder.blocks)
+    checkpoint_blocks(saved.encoder.blocks)  # applying twice changes nothing
+    assert list(saved.state_dict()) == list(plain.state_dict())
+    batch = fixed_batch(cfg)
+    results, saved_counts = [], []
+    for model in (plain, saved):
+        torch.manual_seed(3)
+        count = [0]
+
+        def pack(tensor, count=count):
+            count[0] += 1
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            loss, terms = train_step(model, batch, cfg=cfg, n_iter=0)
+        loss.backward()
+        saved_counts.append(count[0])
+        results.append((terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+    assert saved_counts[1] < saved_counts[0]  # the blocks' activations are recomputed, not kept
+    (terms_a, grads_a), (terms_b, grads_b) = results
+    for name in terms_a:
+        torch.testing.assert_close(terms_b[name], terms_a[name], rtol=1e-6, atol=1e-7)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-7, msg=name)

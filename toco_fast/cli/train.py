@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="fp16 autocast + GradScaler (bf16 autocast on CPU)")
     precision.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--grad-ckpt", action="store_true",
+                        help="activation checkpointing per encoder block (train.grad_ckpt): less memory, same results")
     parser.add_argument("--max-iters", type=int, help="train.max_iters")
     parser.add_argument("--device", help="train.device: auto, cpu, cuda or cuda:N")
     parser.add_argument("--pretrained", metavar="PATH", help="ImageNet backbone weights (model.pretrained)")
@@ -52,6 +54,8 @@ def config_from_args(args: argparse.Namespace) -> Tuple[Config, Optional[Checkpo
         overrides.append("train.precision=fp16")
     if args.bf16:
         overrides.append("train.precision=bf16")
+    if args.grad_ckpt:
+        overrides.append("train.grad_ckpt=true")
     if args.max_iters is not None:
         overrides.append(f"train.max_iters={args.max_iters}")
     if args.device:

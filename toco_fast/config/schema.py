@@ -163,6 +163,8 @@ class TrainConfig:
     # "fused": the fast step (toco_fast.train.step); "literal": the official iteration's structure, same losses,
     # slower (toco_fast.train.literal), the baseline of bench/bench_train_step.py.
     step: str = "fused"
+    # Activation checkpointing per encoder block (--grad-ckpt): less memory, same losses and gradients.
+    grad_ckpt: bool = False
     # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
     oversmoothing_probe: bool = False
 

@@ -41,7 +41,7 @@ from toco_fast.parallel.process_group import (
     init_distributed,
     resolve_device,
 )
-from toco_fast.parallel.wrap import parallelize
+from toco_fast.parallel.wrap import checkpoint_blocks, parallelize
 from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, check_finite_state, grads_finite
 from toco_fast.train.optim import build_optimizer, fill_idle_grads
 from toco_fast.train.precision import resolve_precision
@@ -132,6 +132,8 @@ class Trainer:
         # A resumed run takes its weights from the checkpoint, not from the pretrained file.
         self.model = build_model(cfg.model, pretrained=None if resumed else cfg.model.pretrained)
         self.model.to(device).train()
+        if cfg.train.grad_ckpt:
+            checkpoint_blocks(self.model.encoder.blocks)
         self.optimizer, self.schedule = build_optimizer(self.model, cfg)
         self.scaler = precision.grad_scaler()
         self.iteration = 0
