@@ -8,7 +8,7 @@ STAMP := $(VENV)/.toco_fast_installed
 CUDA_HOME ?= /usr/local/cuda
 export LIBRARY_PATH := $(CUDA_HOME)/lib:$(CUDA_HOME)/lib64:$(LIBRARY_PATH)
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-check
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+# On a GPU machine with torch, triton, timm, nvcc and ninja preinstalled (no venv, no network): installs toco_fast
+# for the local GPU and runs the CUDA tests, the benchmarks and a short training; report in gpu_check_out/.
+gpu-check:
+	$(PYTHON) -m toco_fast.gpu_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info toco_fast/*.so

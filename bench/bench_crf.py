@@ -7,8 +7,10 @@ Dense energy loss (forward + backward) at B=4, 224x224, K=21: the CPU path fed t
 the official loss does every iteration) vs the CUDA path.
 
     python bench/bench_crf.py [--repeats 10] [--threads 2] [--csv bench/results.csv]
+                              [--width 500] [--height 375] [--classes 21] [--batch 16]
+                              [--energy-batch 4] [--energy-size 224]
 
-Without a GPU the CUDA rows are skipped (the script says so).
+``--classes`` is K of both benchmarks. Without a GPU the CUDA rows are skipped (the script says so).
 """
 import argparse
 import os
@@ -40,7 +42,7 @@ def synthetic_scene(height: int, width: int, seed: int) -> np.ndarray:
 def scene_probs(num_classes: int, height: int, width: int, seed: int) -> np.ndarray:
     """[K, H, W] float32 softmax of upsampled coarse logits, like a segmentation network's output."""
     gen = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, num_classes, height // 16, width // 16, generator=gen) * 3
+    coarse = torch.randn(1, num_classes, max(1, height // 16), max(1, width // 16), generator=gen) * 3
     logits = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
     return torch.softmax(logits, dim=1)[0].numpy()
 
@@ -61,8 +63,8 @@ def pydensecrf_runner(image: np.ndarray, probs: np.ndarray):
     return run
 
 
-def bench_crf(repeats: int, threads: int, has_pydensecrf: bool, has_cuda: bool):
-    height, width, classes = 375, 500, 21
+def bench_crf(repeats: int, threads: int, has_pydensecrf: bool, has_cuda: bool, height: int = 375,
+              width: int = 500, classes: int = 21, batch: int = 16):
     size = f"{width}x{height} K={classes}"
     image, probs = synthetic_scene(height, width, 0), scene_probs(classes, height, width, 0)
     cpu = torch.device("cpu")
@@ -79,7 +81,6 @@ def bench_crf(repeats: int, threads: int, has_pydensecrf: bool, has_cuda: bool):
         # Same (size, mode) as the CPU rows: the pydensecrf row above is this row's baseline.
         rows += compare(size, "1 image", {"toco_fast cuda": lambda: dense_crf(image_gpu, probs_gpu)}, gpu,
                         warmup=2, repeats=repeats)
-        batch = 16
         images = [synthetic_scene(height, width, s) for s in range(batch)]
         batch_probs = [scene_probs(classes, height, width, s) for s in range(batch)]
         images_gpu = torch.stack([torch.from_numpy(im).permute(2, 0, 1) for im in images]).to(gpu)
@@ -92,13 +93,12 @@ def bench_crf(repeats: int, threads: int, has_pydensecrf: bool, has_cuda: bool):
     return rows
 
 
-def bench_energy(repeats: int, has_cuda: bool):
-    batch, classes, side = 4, 21, 224
+def bench_energy(repeats: int, has_cuda: bool, batch: int = 4, side: int = 224, classes: int = 21):
     size = f"B={batch} {side}x{side} K={classes}"
     gen = torch.Generator().manual_seed(0)
     images = torch.stack([torch.from_numpy(synthetic_scene(side, side, s)).permute(2, 0, 1).float()
                           for s in range(batch)])
-    logits = torch.randn(batch, classes, side // 16, side // 16, generator=gen) * 3
+    logits = torch.randn(batch, classes, max(1, side // 16), max(1, side // 16), generator=gen) * 3
     probs = torch.softmax(torch.nn.functional.interpolate(logits, size=(side, side), mode="bilinear"), dim=1)
     rois = torch.ones(batch, side, side)
     labels = torch.randint(0, classes, (batch, 1, side, side), generator=gen).to(torch.uint8)
@@ -130,6 +130,12 @@ def main():
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for toco_fast's CPU rows")
     parser.add_argument("--csv", default=None, help="append the rows to this CSV file")
+    parser.add_argument("--width", type=int, default=500, help="CRF image width")
+    parser.add_argument("--height", type=int, default=375, help="CRF image height")
+    parser.add_argument("--classes", type=int, default=21, help="K of the CRF and of the energy loss")
+    parser.add_argument("--batch", type=int, default=16, help="images of the batched CUDA CRF row")
+    parser.add_argument("--energy-batch", type=int, default=4, help="B of the energy-loss rows")
+    parser.add_argument("--energy-size", type=int, default=224, help="image side of the energy-loss rows")
     args = parser.parse_args()
     try:
         import pydensecrf.densecrf  # noqa: F401
@@ -139,12 +145,14 @@ def main():
         print("pydensecrf (pip install pydensecrf2) is not installed: no baseline rows")
     has_cuda = torch.cuda.is_available()
     if not has_cuda:
-        print("No GPU: the CUDA rows (one image, batch of 16, energy loss on CUDA) need one and are skipped.")
+        print(f"No GPU: the CUDA rows (one image, batch of {args.batch}, energy loss on CUDA) need one and are "
+              "skipped.")
     print(environment())
-    crf_rows = bench_crf(args.repeats, args.threads, has_pydensecrf, has_cuda)
+    crf_rows = bench_crf(args.repeats, args.threads, has_pydensecrf, has_cuda, args.height, args.width, args.classes,
+                         args.batch)
     print("\nDense CRF, 10 iterations (speed-up against pydensecrf)\n")
     print(markdown_table(crf_rows, "pydensecrf"))
-    energy_rows = bench_energy(args.repeats, has_cuda)
+    energy_rows = bench_energy(args.repeats, has_cuda, args.energy_batch, args.energy_size, args.classes)
     baseline = "cpu round trip" if has_cuda else "toco_fast cpu"
     print(f"\nDense energy loss, forward + backward (speed-up against {baseline})\n")
     print(markdown_table(energy_rows, baseline))

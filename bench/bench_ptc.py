@@ -6,11 +6,12 @@ Rows, per N = h*w tokens (B images, D channels):
   * ``reference``: ``ptc_loss_reference`` (dense cosine, boolean pair masks; the baseline of the speed-up column);
   * ``triton``: ``ptc_loss(impl="triton")`` (GPU only), O(B*N*D) memory.
 
-Usage: python bench/bench_ptc.py [--batch 4] [--dim 768] [--sizes 196 784 1764 3136] [--dtype fp32]
+Usage: python bench/bench_ptc.py [--batch 4] [--dim 768] [--sizes 196 784 1764 3136] [--dtype fp32 [bf16 ...]]
                                  [--repeats N] [--csv out.csv]
 N must be a square (h = w). CPU defaults stop at N = 784 (the dense paths take seconds beyond); GPU runs all four.
 """
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -70,21 +71,20 @@ def main():
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--sizes", type=int, nargs="+", default=[196, 784, 1764, 3136] if on_gpu else [196, 784])
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), nargs="+", default=["fp32"], help="one row set each")
     parser.add_argument("--repeats", type=int, default=20 if on_gpu else 3)
     parser.add_argument("--warmup", type=int, default=3 if on_gpu else 1)
     parser.add_argument("--csv", default=None, help="append CSV rows to this file")
     args = parser.parse_args()
 
     device = torch.device("cuda" if on_gpu else "cpu")
-    dtype = DTYPES[args.dtype]
     torch.manual_seed(0)
     rows = []
-    for n in args.sizes:
+    for dtype_name, n in itertools.product(args.dtype, args.sizes):
         side = math.isqrt(n)
         if side * side != n:
             raise SystemExit(f"--sizes: N must be a square (h = w), got {n}")
-        fmap, label = make_inputs(args.batch, side, args.dim, dtype, device)
+        fmap, label = make_inputs(args.batch, side, args.dim, DTYPES[dtype_name], device)
         fmap.requires_grad_(True)
         tokens = fmap.detach().flatten(2).transpose(1, 2).contiguous().requires_grad_(True)
         labels = label.flatten(1)
@@ -96,7 +96,7 @@ def main():
         if on_gpu:
             losses["triton"] = lambda: ptc_loss(tokens, labels, impl="triton")
             leaves["triton"] = tokens
-        size = f"B{args.batch} N={n} D={args.dim} {args.dtype}"
+        size = f"B{args.batch} N={n} D={args.dim} {dtype_name}"
         expected = losses["reference"]().item()
         for name, fn in losses.items():
             print(f"{size} {name}: loss {fn().item():.7f} (reference {expected:.7f})", flush=True)

@@ -103,6 +103,26 @@ def _offset_tables(offsets: torch.Tensor, device: torch.device):
     return offsets[:, 0].contiguous(), offsets[:, 1].contiguous()
 
 
+def affinity_config(num_neighbours: int, hw: int, on_gpu: bool):
+    """(BLOCK_N, BLOCK_P, num_warps) of ``_par_affinity_kernel`` for N neighbours and H*W pixels.
+
+    The ahead-of-time compile check (``toco_fast.gpu_check.aot``) enumerates this function's choices.
+    """
+    block_n = triton.next_power_of_2(num_neighbours)
+    if on_gpu:
+        return block_n, max(16, 4096 // block_n), 8
+    return block_n, min(triton.next_power_of_2(hw), max(16, 65536 // block_n)), 1
+
+
+def propagate_config(num_channels: int, hw: int, on_gpu: bool):
+    """(BLOCK_K, BLOCK_P, num_warps) of ``_par_propagate_kernel`` for K channels and H*W pixels."""
+    if on_gpu:
+        block_k = min(triton.next_power_of_2(num_channels), 16)
+        return block_k, max(128, 2048 // block_k), 4
+    block_k = min(triton.next_power_of_2(num_channels), 64)
+    return block_k, min(triton.next_power_of_2(hw), max(16, 65536 // block_k)), 1
+
+
 def par_affinity_fwd(images: torch.Tensor, offsets: torch.Tensor, pos_term: torch.Tensor,
                      w1: float = 0.3, std_eps: float = 1e-8) -> torch.Tensor:
     """Affinity weights [B,N,H,W] fp32 of images [B,3,H,W] fp32.
@@ -116,11 +136,7 @@ def par_affinity_fwd(images: torch.Tensor, offsets: torch.Tensor, pos_term: torc
     n = dy.numel()
     pos_term = pos_term.to(device=images.device, dtype=torch.float32).contiguous()
     aff = torch.empty((batch, n, height, width), device=images.device, dtype=torch.float32)
-    block_n = triton.next_power_of_2(n)
-    if images.is_cuda:
-        block_p, warps = max(16, 4096 // block_n), 8
-    else:
-        block_p, warps = min(triton.next_power_of_2(hw), max(16, 65536 // block_n)), 1
+    block_n, block_p, warps = affinity_config(n, hw, images.is_cuda)
     grid = (triton.cdiv(hw, block_p), batch)
     _par_affinity_kernel[grid](images, dy, dx, pos_term, aff, height, width, n, float(w1), float(std_eps),
                                BLOCK_N=block_n, BLOCK_P=block_p, num_warps=warps)
@@ -145,12 +161,7 @@ def par_propagate_fwd(aff: torch.Tensor, masks: torch.Tensor, offsets: torch.Ten
         valid = torch.full((batch,), k, dtype=torch.int32, device=masks.device)
     else:
         valid = num_valid.to(device=masks.device).clamp(0, k).to(torch.int32).contiguous()
-    if masks.is_cuda:
-        block_k = min(triton.next_power_of_2(k), 16)
-        block_p, warps = max(128, 2048 // block_k), 4
-    else:
-        block_k = min(triton.next_power_of_2(k), 64)
-        block_p, warps = min(triton.next_power_of_2(hw), max(16, 65536 // block_k)), 1
+    block_k, block_p, warps = propagate_config(k, hw, masks.is_cuda)
     grid = (triton.cdiv(hw, block_p), batch, triton.cdiv(k, block_k))
     # Buffers start at 0 so padding channels, never written, read back as 0.
     buffers = [torch.zeros_like(masks), torch.zeros_like(masks) if num_iter > 1 else None]

@@ -181,25 +181,30 @@ def _upcast_dot(x: torch.Tensor) -> bool:
     return x.dtype == torch.bfloat16 and not x.is_cuda
 
 
-def _config(x: torch.Tensor, block=None, block_d=None, block_do=None):
-    """(block, block_d, block_do, num_warps, num_stages).
+def launch_config(on_gpu: bool, dtype: torch.dtype, dim: int, block=None, block_d=None, block_do=None):
+    """(block, block_d, block_do, num_warps, num_stages) of the pair-sum and backward kernels.
 
     GPU defaults were picked by compiling for sm_90 and keeping the largest tiles that do not spill registers;
-    the interpreter uses 16s so tiny test shapes still span several ragged tiles.
+    the interpreter uses 16s so tiny test shapes still span several ragged tiles. ``dim`` is D (it bounds
+    block_do). The ahead-of-time compile check (``toco_fast.gpu_check.aot``) enumerates this function's choices.
     """
-    on_gpu = x.is_cuda
-    wide = x.dtype != torch.float32
+    wide = dtype != torch.float32
     if block is None:
         block = 64 if on_gpu else 16
     if block_d is None:
         block_d = (64 if wide else 32) if on_gpu else 16
     if block_do is None:
-        block_do = min(128 if on_gpu else 32, max(16, triton.next_power_of_2(x.shape[-1])))
+        block_do = min(128 if on_gpu else 32, max(16, triton.next_power_of_2(dim)))
     for name, value in (("block", block), ("block_d", block_d), ("block_do", block_do)):
         if value < 16 or value & (value - 1):
             raise ValueError(f"{name}: expected a power of two >= 16, got {value}")
     num_warps, num_stages = (8, 3 if wide else 2) if on_gpu else (4, 1)
     return block, block_d, block_do, num_warps, num_stages
+
+
+def normalize_config(on_gpu: bool):
+    """(BLOCK_R, BLOCK_D) of ``_normalize_kernel`` (launched with Triton's default warps and stages)."""
+    return (16, 128) if on_gpu else (16, 16)
 
 
 def _check_tokens(name: str, x: torch.Tensor) -> None:
@@ -218,7 +223,7 @@ def normalize(x: torch.Tensor):
     batch, n, d = x.shape
     xhat = torch.empty_like(x)
     norms = torch.empty((batch, n), dtype=torch.float32, device=x.device)
-    block_r, block_d = (16, 128) if x.is_cuda else (16, 16)
+    block_r, block_d = normalize_config(x.is_cuda)
     _normalize_kernel[(triton.cdiv(batch * n, block_r),)](x, xhat, norms, batch * n, d, NORM_EPS, BLOCK_R=block_r,
                                                           BLOCK_D=block_d)
     return xhat, norms
@@ -226,7 +231,8 @@ def normalize(x: torch.Tensor):
 
 def _pair_sums(xhat, keys, block, block_d) -> torch.Tensor:
     _check_tokens("xhat", xhat)
-    block, block_d, _, num_warps, num_stages = _config(xhat, block, block_d)
+    block, block_d, _, num_warps, num_stages = launch_config(xhat.is_cuda, xhat.dtype, xhat.shape[-1], block,
+                                                             block_d)
     batch, n, d = xhat.shape
     n_tiles = triton.cdiv(n, block)
     partials = torch.zeros((batch, n_tiles, n_tiles, 2), dtype=torch.float32, device=xhat.device)
@@ -269,7 +275,8 @@ def ptc_bwd(xhat: torch.Tensor, norms: torch.Tensor, keys: torch.Tensor, weights
         [B,N,D] gradient with respect to the unnormalised tokens, in xhat's dtype.
     """
     _check_tokens("xhat", xhat)
-    block, block_d, block_do, num_warps, num_stages = _config(xhat, block, block_d, block_do)
+    block, block_d, block_do, num_warps, num_stages = launch_config(xhat.is_cuda, xhat.dtype, xhat.shape[-1],
+                                                                    block, block_d, block_do)
     batch, n, d = xhat.shape
     dx = torch.empty_like(xhat)
     grid = (triton.cdiv(n, block), triton.cdiv(d, block_do), batch)
