@@ -20,8 +20,9 @@ from typing import Tuple
 
 import torch
 
+from toco_fast.ops import library
 from toco_fast.ops._checks import check_same_device, check_tensor
-from toco_fast.ops.extension import check_contiguous, check_sigma, extension
+from toco_fast.ops.extension import check_contiguous, check_sigma
 
 _IMAGE_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -64,10 +65,9 @@ def check_image_values(images_name: str, images: torch.Tensor, name: str, values
 class _BilateralFilter(torch.autograd.Function):
     @staticmethod
     def forward(ctx, images: torch.Tensor, values: torch.Tensor, sigma_rgb: float, sigma_xy: float):
-        ext = extension("bilateral_filter", values)
         height, width = values.shape[2:]
-        features = ext.pixel_features(images.float().contiguous(), 5, sigma_xy, sigma_rgb)
-        out = ext.lattice_filter(features, _to_channels_last(values), False)
+        features = library.lattice_features(images.float().contiguous(), 5, sigma_xy, sigma_rgb)
+        out = library.lattice_filter(features, _to_channels_last(values), False)
         ctx.save_for_backward(features)
         ctx.dtype = values.dtype
         return _from_channels_last(out, height, width).to(values.dtype)
@@ -76,8 +76,7 @@ class _BilateralFilter(torch.autograd.Function):
     def backward(ctx, grad_out: torch.Tensor) -> Tuple[None, torch.Tensor, None, None]:
         (features,) = ctx.saved_tensors
         height, width = grad_out.shape[2:]
-        ext = extension("bilateral_filter", grad_out)
-        grad = ext.lattice_filter(features, _to_channels_last(grad_out), True)
+        grad = library.lattice_filter(features, _to_channels_last(grad_out), True)
         return None, _from_channels_last(grad, height, width).to(ctx.dtype), None, None
 
 

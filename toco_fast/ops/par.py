@@ -26,6 +26,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from toco_fast.ops import library
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops._dispatch import resolve_impl
 
@@ -179,13 +180,11 @@ def par(images: torch.Tensor, masks: torch.Tensor, dilations: Sequence[int] = DE
     dilations = _validate(images, masks, dilations, num_iter, num_valid)
     if resolve_impl("par", impl, images, masks) == "reference":
         return par_reference(images, masks, dilations, num_iter, num_valid)
-    from toco_fast.kernels.par import par_fwd
-
     out_dtype = torch.promote_types(images.dtype, masks.dtype)
     resized = _resize_and_pad(images, masks, num_valid)
     if num_iter == 0:
         return resized.to(out_dtype)
     offsets = torch.tensor(neighbour_offsets(dilations), dtype=torch.int32)
-    refined = par_fwd(images.float(), resized.float(), offsets, position_term(dilations), num_iter,
-                      num_valid=num_valid, w1=W1, std_eps=STD_EPS)
+    refined = library.par_refine(images.float(), resized.float(), offsets, position_term(dilations), num_iter,
+                                 num_valid, W1, STD_EPS)
     return refined.to(out_dtype)

@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from toco_fast.ops import library
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops._dispatch import resolve_impl
 
@@ -51,6 +52,8 @@ def _validate(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: in
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
         raise ValueError(f"ignore_index: expected an int >= 0, got {ignore_index!r}")
     check_same_device("ptc_loss", tokens=tokens, token_labels=token_labels)
+    if torch.compiler.is_compiling():
+        return  # the value check reads the labels on the host, which a compiled graph cannot do
     out_of_range = ((token_labels < 0) | (token_labels >= ignore_index)) & (token_labels != ignore_index)
     if bool(out_of_range.any()):
         bad = token_labels[out_of_range][0].item()
@@ -119,11 +122,9 @@ class PTCLossFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tokens: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-        from toco_fast.kernels import ptc as kernels
-
-        xhat, norms = kernels.normalize(tokens)
+        xhat, norms = library.ptc_normalize(tokens)
         n_pos, n_neg = pair_counts(keys)
-        sums = kernels.ptc_pair_sums(xhat, keys)
+        sums = library.ptc_pair_sums(xhat, keys)
         loss = 0.5 * (1 - sums[0] / (n_pos + 1)) + 0.5 * sums[1] / (n_neg + 1)
         ctx.save_for_backward(xhat, norms, keys, n_pos, n_neg)
         return loss.to(tokens.dtype)
@@ -131,14 +132,12 @@ class PTCLossFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output: torch.Tensor):
-        from toco_fast.kernels import ptc as kernels
-
         xhat, norms, keys, n_pos, n_neg = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
             return None, None
         scale = grad_output.to(torch.float64)
         weights = torch.stack([-0.5 * scale / (n_pos + 1), 0.5 * scale / (n_neg + 1)]).to(torch.float32)
-        return kernels.ptc_bwd(xhat, norms, keys, weights), None
+        return library.ptc_grad(xhat, norms, keys, weights), None
 
 
 def _use_kernel(op_name: str, impl: Optional[str], tokens: torch.Tensor, *others: torch.Tensor) -> bool:
