@@ -90,7 +90,7 @@ setup(
     install_requires=["torch>=2.4", "torchvision", "timm>=1.0", "numpy", "pillow", "pyyaml", "safetensors",
                       "tqdm"],
     extras_require={"triton": ["triton"], "test": ["pytest", "pydensecrf2"], "xformers": ["xformers"],
-                    "coco": ["pycocotools"]},
+                    "coco": ["pycocotools"], "plots": ["matplotlib"], "tensorboard": ["tensorboard"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

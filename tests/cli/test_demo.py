@@ -1,4 +1,7 @@
-"""``python -m toco_fast.demo --compare`` end to end at test size."""
+"""``python -m toco_fast.demo --compare`` end to end at test size, with its pictures (or a note without
+matplotlib)."""
+import csv
+import importlib.util
 import json
 
 from toco_fast.cli import demo
@@ -27,3 +30,20 @@ def test_demo_compare_prints_both_tables(tmp_path, capsys):
     assert set(toco["miou"]) == {"CAM", "aux_CAM", "Seg_Pred"}
     assert (toco["loss_weights"]["ptc"], base["loss_weights"]["ptc"], base["loss_weights"]["ctc"]) == (0.2, 0, 0)
     assert len(toco["iou"]["CAM"]) == NUM_CLASSES
+    if importlib.util.find_spec("matplotlib") is not None:
+        for name in ("oversmoothing.png", "oversmoothing.csv", "cam_grid.png"):
+            assert (out / name).is_file() and str(out / name) in text, name
+        rows = list(csv.reader(open(out / "oversmoothing.csv")))
+        assert rows[0] == ["block", "ToCo", "cls-only baseline"] and len(rows) == 1 + 3
+
+
+def test_demo_pictures_without_matplotlib_are_a_note(tmp_path, capsys, monkeypatch):
+    from toco_fast._extras import MissingExtraError
+    from toco_fast.diagnose import plots
+
+    def missing():
+        raise MissingExtraError("drawing the diagnostic pictures needs matplotlib: pip install 'toco_fast[plots]'")
+
+    monkeypatch.setattr(plots, "require_matplotlib", missing)
+    assert demo.save_pictures(str(tmp_path), ["toco"]) == []
+    assert "[demo] no pictures: drawing the diagnostic pictures needs matplotlib" in capsys.readouterr().out

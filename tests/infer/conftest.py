@@ -26,3 +26,12 @@ class PatchSeg(nn.Module):
 def patch_seg():
     """The :class:`PatchSeg` class: ``patch_seg(patch=16, num_classes=3)``."""
     return PatchSeg
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """``(run_dir, data_root)``: a tiny ToCo trained for 4 iterations on a 4-image synthetic val split
+    (``tests/trained_helpers.py``), shared by the inference tests; do not write into it."""
+    from trained_helpers import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("trained"))

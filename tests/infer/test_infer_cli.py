@@ -20,7 +20,9 @@ from toco_fast.infer import PROTOCOLS, load_logits
 
 INFER_FLAGS = {"-h", "--help", "--checkpoint", "--dataset", "--root", "--split", "--lists-dir", "--image-root",
                "--mask-root", "--ignore-index", "--out", "--protocol", "--scales", "--crf", "--save-logits", "--device",
-               "--precision", "--workers", "--max-images", "--skip-bad"}
+               "--precision", "--workers", "--max-images", "--skip-bad", "--mode", "--images", "--image-list",
+               "--overwrite", "--classes", "--cam-scales", "--cam-size", "--bkg-thre", "--heatmaps", "--cam-source",
+               "--high-thre", "--low-thre", "--crf-workers", "--batch-size"}
 
 
 def _one_error_line(err: str) -> str:

@@ -41,7 +41,7 @@ def test_batch_must_fit_the_training_split(synthetic_root, tmp_path):
         check_run(cfg)
     cfg = tiny_cfg(synthetic_root, "data.batch_size=12", f"train.run_dir={tmp_path}")
     check_run(cfg, world_size=2)
-    with pytest.raises(ConfigError, match=r"12 images at .* over 5 processes\); expected at most 15"):
+    with pytest.raises(ConfigError, match=r"data.batch_size: 20 is larger .*\(12 images at .*\); expected at most 12"):
         check_run(tiny_cfg(synthetic_root, "data.batch_size=20", f"train.run_dir={tmp_path}"), world_size=5)
 
 

@@ -9,6 +9,11 @@
 ``--baseline`` trains the classification-only baseline instead (PTC and CTC weights 0, everything else the same:
 config, iterations, seed); ``--compare`` runs both and prints the mIoUs side by side. Outputs (log, metrics,
 checkpoint, ``results.json``) go to ``demo_out/<toco|baseline>/``, replaced on every run.
+
+4. draws (with matplotlib, ``pip install 'toco_fast[plots]'``; skipped with a note without it) and prints the paths
+   of ``demo_out/oversmoothing.png`` (+ ``.csv``): mean |cos| between patch tokens after each block, ToCo vs the
+   baseline with ``--compare`` (ToCo's Figure 2), and ``demo_out/cam_grid.png``: one validation image with its
+   CAMs, pseudo label, prediction and class-token cosine map (``toco_fast.diagnose``).
 """
 import argparse
 import os
@@ -94,6 +99,49 @@ def evaluate_run(run_dir: str):
     return validate(model, validation_data(cfg), cfg, torch.device("cpu"))
 
 
+PICTURE_TITLES = {"toco": "ToCo", "baseline": "cls-only baseline"}
+
+
+def save_pictures(out_dir: str, names: Sequence[str], curve_images: int = 64) -> List[str]:
+    """The over-smoothing curve of the variants' runs and a CAM grid of the first variant's first validation image
+    (``toco_fast.diagnose``); returns the files written (none, after a note, without matplotlib)."""
+    import torch
+
+    from toco_fast._extras import MissingExtraError
+    from toco_fast.cli.diagnose import load_items
+    from toco_fast.data import open_split
+    from toco_fast.diagnose.oversmoothing import oversmoothing_curve, write_curves_csv
+    from toco_fast.diagnose.panels import image_panels
+    from toco_fast.diagnose.plots import require_matplotlib, save_curves_png, save_panels_png
+    from toco_fast.model.factory import model_from_checkpoint
+
+    try:
+        require_matplotlib()
+    except MissingExtraError as exc:
+        print(f"\n[demo] no pictures: {exc}", flush=True)
+        return []
+    written, curves, items = [], {}, None
+    for index, name in enumerate(names):
+        model, cfg = model_from_checkpoint(os.path.join(out_dir, name))
+        if items is None:
+            source = open_split(cfg.data, cfg.data.val_split)
+            items = load_items(source, cfg.eval.crop_size, curve_images, 0)
+        title = PICTURE_TITLES.get(name, name)
+        batches = (torch.stack([it["work"] for it in items[i:i + 16]]) for i in range(0, len(items), 16))
+        curves[title] = oversmoothing_curve(model, batches, torch.device("cpu"))
+        if index == 0:
+            panels = image_panels(model, items[0], work_size=cfg.eval.crop_size, class_names=source.class_names,
+                                  scales=cfg.cam.scales, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
+            written.append(save_panels_png(os.path.join(out_dir, "cam_grid.png"), panels,
+                                           title=f"{title}: {items[0]['name']}"))
+    written.append(save_curves_png(os.path.join(out_dir, "oversmoothing.png"), curves))
+    written.append(write_curves_csv(os.path.join(out_dir, "oversmoothing.csv"), curves))
+    lines = [f"  {label}: " + " ".join(f"{v:.3f}" for v in values) for label, values in curves.items()]
+    print(f"\n[demo] over-smoothing, mean |cos| between patch tokens after each block ({len(items)} val images):\n"
+          + "\n".join(lines) + "\n[demo] pictures: " + ", ".join(written), flush=True)
+    return written
+
+
 def _comparison(summaries: List[Dict[str, object]]) -> str:
     keys = ("CAM", "aux_CAM", "Seg_Pred")
     lines = ["| variant | " + " | ".join(f"{k} mIoU" for k in keys) + " | train s |", "|---" * (len(keys) + 2) + "|"]
@@ -131,6 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(summaries) > 1:
         print("\n[demo] same config, iterations and seed; mIoU (%) on the synthetic val split:\n"
               + _comparison(summaries))
+    save_pictures(args.out, [name for name, _ in configs])
     print(f"\n[demo] total {time.perf_counter() - start:.0f}s (data + training + evaluation); outputs in {args.out}/")
     return 0
 

@@ -4,7 +4,10 @@ Command line::
 
     python -m toco_fast.train [--config NAME_OR_PATH] [--set a.b=value ...] [--run-dir DIR] [--resume RUN_DIR_OR_CKPT]
                               [--fp16 | --bf16] [--max-iters N] [--device cpu|cuda|cuda:N] [--pretrained PATH]
-                              [--check-data]
+                              [--dist auto|none|ddp|fsdp] [--check-data]
+
+Several processes: ``torchrun --nproc_per_node N -m toco_fast.train --dist ddp|fsdp ...`` (``auto``, the default,
+is DDP under torchrun); the results equal a one-process run with the same global batch (``data.batch_size``).
 
 The effective configuration is written to ``<run_dir>/config.yaml``; ``train.log``, ``metrics.jsonl`` /
 ``metrics.csv`` and ``checkpoints/iter_*.pt`` go beside it. ``--resume`` takes a run directory (its latest
@@ -20,6 +23,7 @@ from typing import Optional, Sequence, Tuple
 
 from toco_fast.cli.common import INPUT_ERRORS, report_input_error
 from toco_fast.config import Config, ConfigError, apply_overrides, from_dict, load_config
+from toco_fast.config.schema import DIST_MODES
 from toco_fast.data import DataError
 from toco_fast.io.checkpoint import Checkpoint, open_checkpoint
 
@@ -40,9 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     precision.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument("--grad-ckpt", action="store_true",
                         help="activation checkpointing per encoder block (train.grad_ckpt): less memory, same results")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="TensorBoard events in RUN_DIR/tensorboard (train.tensorboard; pip install "
+                        "'toco_fast[tensorboard]')")
     parser.add_argument("--max-iters", type=int, help="train.max_iters")
     parser.add_argument("--device", help="train.device: auto, cpu, cuda or cuda:N")
     parser.add_argument("--pretrained", metavar="PATH", help="ImageNet backbone weights (model.pretrained)")
+    parser.add_argument("--dist", choices=DIST_MODES,
+                        help="train.dist under torchrun: auto (DDP with several processes) [default], none, ddp, "
+                             "fsdp (sharded parameters, gradients and optimizer state; FSDP2)")
     parser.add_argument("--check-data", action="store_true", help="validate the dataset splits and exit")
     return parser
 
@@ -56,10 +66,14 @@ def config_from_args(args: argparse.Namespace) -> Tuple[Config, Optional[Checkpo
         overrides.append("train.precision=bf16")
     if args.grad_ckpt:
         overrides.append("train.grad_ckpt=true")
+    if args.tensorboard:
+        overrides.append("train.tensorboard=true")
     if args.max_iters is not None:
         overrides.append(f"train.max_iters={args.max_iters}")
     if args.device:
         overrides.append(f"train.device={args.device}")
+    if args.dist:
+        overrides.append(f"train.dist={args.dist}")
     if args.pretrained:
         overrides.append(f"model.pretrained={args.pretrained}")
     if args.run_dir:

@@ -167,6 +167,20 @@ class TrainConfig:
     grad_ckpt: bool = False
     # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
     oversmoothing_probe: bool = False
+    # TensorBoard events in <run_dir>/tensorboard (losses, lr, img/s, eval mIoU, CAM grids): --tensorboard.
+    tensorboard: bool = False
+    # Distribution under torchrun (--dist, toco_fast.parallel): "auto" is DDP when WORLD_SIZE > 1, else one process;
+    # "none" one process; "ddp" replicas with bucketed gradient all-reduce; "fsdp" FSDP2 sharded parameters, gradients
+    # and optimizer state. Results do not depend on the world size (same global batch, keyed random draws).
+    dist: str = "auto"
+    # Process-group backend: "auto" is NCCL on CUDA, gloo on the CPU.
+    backend: str = "auto"
+    # FSDP units: "block" shards every encoder block on its own (gathered block by block), "model" the network as one
+    # unit; the two projection heads are always their own units (the EMA teacher update runs on their shards).
+    fsdp_unit: str = "block"
+    # FSDP: free the gathered parameters after each forward (less memory, but the encoder runs ~7 times a step and
+    # each run gathers again); off keeps them until the backward is done.
+    reshard_after_forward: bool = False
 
 
 @dataclass
@@ -187,6 +201,9 @@ class Config:
 PRECISIONS = ("fp32", "fp16", "bf16")
 IDLE_PARAMS = ("zero_grad", "skip")
 STEPS = ("fused", "literal")
+DIST_MODES = ("auto", "none", "ddp", "fsdp")
+BACKENDS = ("auto", "nccl", "gloo")
+FSDP_UNITS = ("model", "block")
 
 
 def validate(cfg: Config) -> None:
@@ -231,6 +248,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.step: expected one of {STEPS}, got {cfg.train.step!r}")
     if cfg.optim.idle_params not in IDLE_PARAMS:
         raise ConfigError(f"optim.idle_params: expected one of {IDLE_PARAMS}, got {cfg.optim.idle_params!r}")
+    _check_distribution(cfg.train)
 
 
 # The patch size of a mapping backbone that does not give one: toco_fast.model.backbone.ViTConfig's default.
@@ -245,6 +263,16 @@ def backbone_patch_size(backbone: Union[str, Dict[str, Any]]) -> Optional[int]:
         return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
     match = re.search(r"patch(\d+)", backbone)
     return int(match.group(1)) if match else None
+
+
+def _check_distribution(train: TrainConfig) -> None:
+    for name, choices in (("dist", DIST_MODES), ("backend", BACKENDS), ("fsdp_unit", FSDP_UNITS)):
+        if getattr(train, name) not in choices:
+            raise ConfigError(f"train.{name}: expected one of {choices}, got {getattr(train, name)!r}")
+    if train.dist == "fsdp" and train.precision == "fp16":
+        raise ConfigError("train.dist=fsdp with train.precision=fp16: the fp16 gradient scaler would judge each "
+                          "shard alone and the ranks could disagree on skipping a step; use --bf16 (FSDP keeps bf16 "
+                          "parameters and reduces in fp32) or fp32")
 
 
 def _check_optim_numbers(optim: OptimConfig) -> None:

@@ -1,8 +1,13 @@
-"""``TrainBatch``: the tensors one training step needs, assembled from a collated loader batch on the device."""
+"""``TrainBatch``: the tensors one training step needs, assembled from a collated loader batch on the device, and
+the per-sample keys of the step's random draws (``sample_keys``)."""
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Iterable, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
+
+# Separates the step's random streams from the augmentation's (``toco_fast.data.views.sample_seed``).
+_STEP_STREAM = 0x70C0
 
 
 @dataclass
@@ -15,6 +20,8 @@ class TrainBatch:
         img_box: ``[B, 4]`` int64 ``(h_start, h_end, w_start, w_end)`` of the image inside the padded crop.
         view2: ``[B, 3, H, W]`` float32, second global view (``crops[1]``), or None.
         local_source: ``[B, 3, H, W]`` float32, the view local crops are cut from (``crops[2]``), or None.
+        rng_keys: one 64-bit seed per sample for the step's random draws (``sample_keys``), or None (the draws
+            then come from the global torch RNG, which depends on how the global batch is split among processes).
     """
 
     images: torch.Tensor
@@ -22,10 +29,12 @@ class TrainBatch:
     img_box: torch.Tensor
     view2: Optional[torch.Tensor] = None
     local_source: Optional[torch.Tensor] = None
+    rng_keys: Optional[Tuple[int, ...]] = None
 
     @classmethod
-    def from_loader(cls, batch: Mapping[str, Any], device: torch.device) -> "TrainBatch":
-        """Move a collated ``TrainDataset`` batch (a dict) to ``device``."""
+    def from_loader(cls, batch: Mapping[str, Any], device: torch.device,
+                    rng_keys: Optional[Tuple[int, ...]] = None) -> "TrainBatch":
+        """Move a collated ``TrainDataset`` batch (a dict) to ``device``; ``rng_keys`` as in the class docstring."""
         missing = [key for key in ("image", "cls_label", "img_box") if key not in batch]
         if missing:
             raise ValueError(f"batch: lacks {missing} (expected collated TrainDataset items)")
@@ -35,4 +44,12 @@ class TrainBatch:
 
         return cls(images=move(batch["image"]).float(), cls_labels=move(batch["cls_label"]).float(),
                    img_box=move(batch["img_box"]), view2=move(batch.get("view2")),
-                   local_source=move(batch.get("local_source")))
+                   local_source=move(batch.get("local_source")), rng_keys=rng_keys)
+
+
+def sample_keys(seed: int, iteration: int, slots: Iterable[int]) -> Tuple[int, ...]:
+    """The 64-bit seed of each sample's random draws in one training step: a pure function of (run seed, 0-based
+    iteration, the sample's place in the global batch), so a sample draws the same numbers whichever process
+    holds it and however many processes share the global batch."""
+    return tuple(int(np.random.SeedSequence([int(seed), int(iteration), int(slot), _STEP_STREAM])
+                     .generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)) for slot in slots)

@@ -1,8 +1,12 @@
 """DataLoaders with exact, worker-count-independent resume.
 
-* ``ResumableSampler`` yields ``(epoch, index)`` keys. The epoch's order is ``torch.randperm(n)`` from a
-  generator seeded with ``seed + epoch`` and rank ``r`` of ``w`` takes ``order[r::w]`` after padding by
-  repetition (or truncation with ``drop_last``): exactly ``DistributedSampler``'s order and shards.
+* ``ResumableSampler`` yields ``(epoch, index)`` keys. The epoch's order is one global permutation,
+  ``torch.randperm(n)`` from a generator seeded with ``seed + epoch``, padded by repetition (or truncated with
+  ``drop_last``), read as consecutive global batches of ``batch_size * w`` samples; rank ``r`` of ``w`` takes the
+  contiguous slice ``[r * batch_size, (r + 1) * batch_size)`` of each. So the global batch of every iteration is
+  the same samples in the same order whatever the number of processes (a 1-process run with the global batch size
+  sees exactly what the ranks see together), and the loss groups of ``loss.group_size`` consecutive samples are
+  the same. With ``batch_size=1`` this is ``DistributedSampler``'s order and shards (``order[r::w]``).
   ``set_epoch(epoch, start)`` skips the first ``start`` samples of this rank's shard, so a run resumed
   mid-epoch sees the same remaining samples as one that never stopped.
 * The dataset seeds each sample's augmentation from (seed, epoch, index) (``TrainDataset``), so batches do not
@@ -20,7 +24,7 @@ Typical iteration-based training loop::
 """
 import math
 import random
-from typing import Iterator, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,32 +32,40 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class ResumableSampler(Sampler):
-    """Deterministic per-epoch permutation, sharded by rank, with a start offset (see the module docstring).
+    """Deterministic per-epoch global permutation, each global batch sliced by rank, with a start offset (see the
+    module docstring).
 
     Args:
         dataset_size: number of samples.
         seed: permutation seed.
         shuffle: False keeps ``0..n-1`` order (still sharded and padded).
         rank, world_size: this process's shard.
-        drop_last: drop the tail that does not divide evenly among ranks instead of padding by repetition.
+        drop_last: drop the tail that does not fill a global batch of ``batch_size * world_size`` instead of padding
+            by repetition to a multiple of ``world_size``.
+        batch_size: samples per rank per batch: the length of this rank's slice of each global batch.
     """
 
     def __init__(self, dataset_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0,
-                 world_size: int = 1, drop_last: bool = False):
+                 world_size: int = 1, drop_last: bool = False, batch_size: int = 1):
         if dataset_size < 1:
             raise ValueError(f"dataset_size: expected >= 1, got {dataset_size}")
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank/world_size: expected 0 <= rank < world_size, got {rank}/{world_size}")
-        if drop_last and dataset_size < world_size:
-            raise ValueError(f"drop_last: {dataset_size} samples cannot give each of {world_size} ranks one")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        global_batch = batch_size * world_size
+        if drop_last and dataset_size < global_batch:
+            raise ValueError(f"drop_last: {dataset_size} samples cannot fill one global batch of {global_batch} "
+                             f"({world_size} ranks x batch_size {batch_size})")
         self.dataset_size = dataset_size
         self.seed = seed
         self.shuffle = shuffle
         self.rank = rank
         self.world_size = world_size
         self.drop_last = drop_last
+        self.batch_size = batch_size
         if drop_last:
-            self.num_samples = dataset_size // world_size
+            self.num_samples = dataset_size // global_batch * batch_size
         else:
             self.num_samples = math.ceil(dataset_size / world_size)
         self.epoch = 0
@@ -81,7 +93,17 @@ class ResumableSampler(Sampler):
             order = order[:total]
         else:
             order = (order * math.ceil(total / len(order)))[:total]
-        return order[self.rank:total:self.world_size]
+        return [order[position] for position in self.global_positions()]
+
+    def global_positions(self) -> List[int]:
+        """Where this rank's shard lies in the epoch's global order: the contiguous slice ``[r*b, (r+1)*b)`` of each
+        global batch of ``b*w`` samples; a tail shorter than a global batch is split in ``w`` equal slices."""
+        total, width = self.num_samples * self.world_size, self.batch_size * self.world_size
+        full = total - total % width
+        positions = [start + self.rank * self.batch_size + offset
+                     for start in range(0, full, width) for offset in range(self.batch_size)]
+        tail = (total - full) // self.world_size
+        return positions + list(range(full + self.rank * tail, full + (self.rank + 1) * tail))
 
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         epoch = self.epoch
@@ -113,6 +135,9 @@ def build_train_loader(dataset: Dataset, batch_size: int, seed: int = 0, num_wor
                        prefetch_factor: Optional[int] = None) -> DataLoader:
     """Training loader: ``ResumableSampler`` (reach it as ``loader.sampler``), seeded workers, ``drop_last``.
 
+    With ``drop_last`` an epoch is ``dataset_size // (batch_size * world_size)`` global batches whatever the
+    world size, each the same samples in the same order (see the module docstring).
+
     Args:
         dataset: usually a ``TrainDataset`` (its own ``seed`` drives augmentation; pass the same seed here).
         batch_size: samples per rank per step.
@@ -122,10 +147,12 @@ def build_train_loader(dataset: Dataset, batch_size: int, seed: int = 0, num_wor
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    sampler = ResumableSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size)
-    if drop_last and sampler.num_samples < batch_size:
-        raise ValueError(f"batch_size: {batch_size} exceeds the {sampler.num_samples} samples of this rank's "
-                         f"shard; with drop_last no batch would be produced")
+    if drop_last and len(dataset) < batch_size * world_size:
+        raise ValueError(f"batch_size: a global batch of {batch_size * world_size} ({world_size} process(es) x "
+                         f"{batch_size}) exceeds the {len(dataset)} samples; with drop_last no batch would be "
+                         f"produced")
+    sampler = ResumableSampler(len(dataset), seed=seed, shuffle=shuffle, rank=rank, world_size=world_size,
+                               drop_last=drop_last, batch_size=batch_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       drop_last=drop_last, worker_init_fn=WorkerInit(seed, sampler),
@@ -152,6 +179,13 @@ def batches_per_epoch(loader: DataLoader) -> int:
     if loader.drop_last:
         return sampler.num_samples // loader.batch_size
     return math.ceil(sampler.num_samples / loader.batch_size)
+
+
+def global_batch_slots(loader: DataLoader) -> range:
+    """The places of this rank's samples in each global batch (``[r*b, (r+1)*b)``): with the iteration, the key of
+    every random draw the training step makes for a sample, so the draws do not depend on the world size."""
+    sampler = _sampler(loader)
+    return range(sampler.rank * sampler.batch_size, (sampler.rank + 1) * sampler.batch_size)
 
 
 def set_position(loader: DataLoader, epoch: int, batch: int = 0) -> None:

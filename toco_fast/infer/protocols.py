@@ -4,13 +4,17 @@
   views of a scale are combined by **sum**, the scales by **max**.
 * ``coco`` (``tools/infer_seg_coco_ddp.py``): the image first resized to 448x448, scales (1.0, 1.25, 1.5); flip
   views by **max**, scales by **sum**.
+* ``seg-as-cam`` (``tools/infer_seg_as_cam.py``, :data:`SEG_AS_CAM`): native resolution, scales (1.0, 1.25, 1.5),
+  flips by **max**, scales by **sum**; the softmax of the fused logits is the CAM.
 * CRF: the official ``DenseCRF(iter_max=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4)``, written
-  in the keyword names of ``toco_fast.ops.lattice.dense_crf``.
+  in the keyword names of ``toco_fast.ops.lattice.dense_crf``; pseudo labels (``tools/infer_cam_crf_label.py``) use
+  :data:`LABEL_CRF_PARAMS`, ``DenseCRF(iter_max=10, pos_xy_std=3, pos_w=3, bi_xy_std=36, bi_rgb_std=3, bi_w=4)``.
 """
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
-__all__ = ["FUSE_MODES", "InferenceProtocol", "PROTOCOLS", "CRF_PARAMS", "check_fuse_mode"]
+__all__ = ["FUSE_MODES", "InferenceProtocol", "PROTOCOLS", "SEG_AS_CAM", "CRF_PARAMS", "LABEL_CRF_PARAMS",
+           "check_fuse_mode"]
 
 FUSE_MODES = ("sum", "max")
 
@@ -46,3 +50,10 @@ PROTOCOLS: Dict[str, InferenceProtocol] = {
 # Official DenseCRF(iter_max=10, pos_xy_std=1, pos_w=1, bi_xy_std=121, bi_rgb_std=5, bi_w=4), in dense_crf's names.
 CRF_PARAMS = dict(iters=10, gauss_sxy=1.0, gauss_compat=1.0, bilateral_sxy=121.0, bilateral_srgb=5.0,
                   bilateral_compat=4.0)
+
+# tools/infer_seg_as_cam.py: the segmentation head's softmax as a CAM.
+SEG_AS_CAM = InferenceProtocol(scales=(1.0, 1.25, 1.5), flip_mode="max", scale_mode="sum", base_size=None)
+
+# tools/infer_cam_crf_label.py: DenseCRF(iter_max=10, pos_xy_std=3, pos_w=3, bi_xy_std=36, bi_rgb_std=3, bi_w=4).
+LABEL_CRF_PARAMS = dict(iters=10, gauss_sxy=3.0, gauss_compat=3.0, bilateral_sxy=36.0, bilateral_srgb=3.0,
+                        bilateral_compat=4.0)

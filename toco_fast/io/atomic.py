@@ -39,7 +39,7 @@ def atomic_write(path: PathLike, write: Callable[[BinaryIO], None], durable: boo
             os.remove(tmp_path)
         raise
     if durable:
-        _fsync_dir(folder)
+        fsync_dir(folder)
     return path
 
 
@@ -63,7 +63,7 @@ def _mode_for(path: str) -> int:
         return 0o666 & ~umask
 
 
-def _fsync_dir(folder: str) -> None:
+def fsync_dir(folder: str) -> None:
     """Persist the rename itself (POSIX); directories cannot be opened this way on Windows."""
     try:
         fd = os.open(folder, os.O_RDONLY)

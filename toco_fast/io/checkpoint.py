@@ -12,16 +12,23 @@ tensors and plain Python values, so files load with ``torch.load(weights_only=Tr
 Files live in ``<run_dir>/checkpoints/iter_<iteration>.pt``. A write goes to a temporary file in the same folder,
 is flushed and fsynced, then renamed over the final name (``toco_fast.io.atomic``), so a crash mid-write leaves the
 previous checkpoints intact and never a truncated ``iter_*.pt``.
+
+A run with sharded state (FSDP) also writes ``iter_<iteration>.dcp/``, its model and optimizer shards
+(``toco_fast.io.dcp``), before the file; the file then holds the consolidated model, and in place of the optimizer
+state the folder's name: ``"optimizer": {"sharded": "iter_<iteration>.dcp"}``. The file is written last, so a
+checkpoint that discovery finds is complete.
 """
 import errno
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
 from toco_fast.io.atomic import TMP_PREFIX, PathLike, atomic_write
+from toco_fast.io.dcp import DCP_SUFFIX
 
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^iter_(\d+)\.pt$")
@@ -29,6 +36,11 @@ _NAME = re.compile(r"^iter_(\d+)\.pt$")
 
 def checkpoint_path(run_dir: PathLike, iteration: int) -> str:
     return os.path.join(os.fspath(run_dir), CHECKPOINT_DIR, f"iter_{iteration:07d}.pt")
+
+
+def sharded_folder(path: PathLike) -> str:
+    """The DCP folder that belongs to checkpoint file ``path`` (``iter_N.pt`` -> ``iter_N.dcp``)."""
+    return os.path.splitext(os.fspath(path))[0] + DCP_SUFFIX
 
 
 def list_checkpoints(run_dir: PathLike) -> List[Tuple[int, str]]:
@@ -93,14 +105,19 @@ def _write_failure(exc: BaseException) -> str:
 
 
 def prune_checkpoints(run_dir: PathLike, keep: int) -> None:
-    """Delete all but the ``keep`` newest checkpoints (and temporary files left by a crash)."""
+    """Delete all but the ``keep`` newest checkpoints (their sharded folders too), the temporary files and folders
+    left by a crash, and sharded folders whose file was never written (a save interrupted between the two)."""
     found = list_checkpoints(run_dir)
     for _, path in found[:-keep] if keep > 0 else found:
         os.remove(path)
+        shutil.rmtree(sharded_folder(path), ignore_errors=True)
     folder = os.path.join(os.fspath(run_dir), CHECKPOINT_DIR)
+    kept = {sharded_folder(path) for _, path in list_checkpoints(run_dir)}
     for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        if name.startswith(TMP_PREFIX):
-            os.remove(os.path.join(folder, name))
+        path = os.path.join(folder, name)
+        orphan = name.endswith(DCP_SUFFIX) and path not in kept
+        if name.startswith(TMP_PREFIX) or orphan:
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
@@ -113,7 +130,18 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     missing = [key for key in ("model", "config", "iteration") if key not in state]
     if missing:
         raise ValueError(f"{file_path}: checkpoint lacks {', '.join(missing)}")
+    folder = _sharded_folder_of(file_path, state)
+    if folder is not None and not os.path.isfile(os.path.join(folder, ".metadata")):
+        raise ValueError(f"{file_path}: its sharded state {folder} is missing or incomplete; resume from an earlier "
+                         f"checkpoint")
     return state
+
+
+def _sharded_folder_of(path: str, state: Dict[str, Any]) -> Optional[str]:
+    """The DCP folder a checkpoint file names in place of its optimizer state (a sharded run's), else None."""
+    optimizer = state.get("optimizer")
+    name = optimizer.get("sharded") if isinstance(optimizer, dict) else None
+    return os.path.join(os.path.dirname(os.path.abspath(path)), name) if name else None
 
 
 @dataclass
@@ -122,6 +150,11 @@ class Checkpoint:
 
     path: str
     state: Dict[str, Any]
+
+    @property
+    def sharded_folder(self) -> Optional[str]:
+        """The DCP folder of the model and optimizer shards, for a checkpoint of a sharded (FSDP) run; else None."""
+        return _sharded_folder_of(self.path, self.state)
 
     @property
     def run_dir(self) -> str:

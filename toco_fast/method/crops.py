@@ -1,9 +1,12 @@
 """ROI masks of the aux CAM and the CTC local crops cut around background / uncertain pixels, with their
 positive / negative flags (ToCo ``utils/camutils.py``: ``cam_to_roi_mask2``, ``crop_from_roi_neg``).
 
-Crops are sampled and cut with tensor ops on the images' device, with no host synchronisation.
+Crops are sampled and cut with tensor ops on the images' device, with no host synchronisation. Given one generator
+per image (``sample_generators``), an image's crops depend only on its own generator, not on the other images of the
+batch: the training step keys them by (seed, iteration, place in the global batch), so the crops do not change with
+the number of processes.
 """
-from typing import Optional, Tuple
+from typing import Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -30,8 +33,21 @@ def cam_to_roi_mask(cam: torch.Tensor, cls_label: torch.Tensor, high_thre: float
     return roi.masked_fill(cam_value >= high_thre, 2)
 
 
+Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+
+
+def sample_generators(keys: Sequence[int], device: torch.device) -> Tuple[torch.Generator, ...]:
+    """One ``torch.Generator`` on ``device`` per image, seeded with its key (e.g. ``TrainBatch.rng_keys``)."""
+    generators = []
+    for key in keys:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(int(key))
+        generators.append(generator)
+    return tuple(generators)
+
+
 def crop_from_roi(images: torch.Tensor, roi_mask: torch.Tensor, crop_num: int = 8, crop_size: int = 96,
-                  generator: Optional[torch.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                  generator: Generators = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Local crops centred in background/uncertain regions, with positive/negative flags (ToCo's ``crop_from_roi_neg``).
 
     Per image, ``crop_num`` distinct top-left corners ``(y, x)`` are drawn uniformly without replacement from the
@@ -49,7 +65,8 @@ def crop_from_roi(images: torch.Tensor, roi_mask: torch.Tensor, crop_num: int = 
         roi_mask: ``[B, H, W]`` integer ROI mask with values in {0, 1, 2} (see :func:`cam_to_roi_mask`).
         crop_num: local crops per image.
         crop_size: side of each square crop; ``H`` and ``W`` must exceed ``2 * (crop_size // 2)``.
-        generator: optional ``torch.Generator`` on the images' device, for reproducible sampling.
+        generator: optional ``torch.Generator`` on the images' device, for reproducible sampling; or a sequence of
+            B generators, one per image, each drawing that image's keys alone (``sample_generators``).
 
     Returns:
         ``(local_crops, flags)``: ``[crop_num*B, C, crop_size, crop_size]`` in the images' dtype, crop-major (crop 0
@@ -75,8 +92,7 @@ def crop_from_roi(images: torch.Tensor, roi_mask: torch.Tensor, crop_num: int = 
     candidates = window <= 1
     too_few = candidates.sum(dim=1, keepdim=True) < crop_num
     candidates = torch.where(too_few, window >= 0, candidates)
-    keys = torch.rand(window.shape, generator=generator, device=images.device)
-    keys = keys.masked_fill(~candidates, -1.0)
+    keys = _uniform_keys(window.shape, generator, images.device).masked_fill(~candidates, -1.0)
     position = keys.topk(crop_num, dim=1).indices  # [B, L], uniformly random order over the chosen positions
     top, left = position // win_w, position % win_w
 
@@ -85,6 +101,15 @@ def crop_from_roi(images: torch.Tensor, roi_mask: torch.Tensor, crop_num: int = 
     local_flags = roi_sum.to(torch.float32) / (crop_size * crop_size) > _NEGATIVE_CROP_RATIO
     flags = torch.cat([torch.ones(batch, 2, device=images.device), local_flags.to(torch.float32)], dim=1)
     return crops, flags
+
+
+def _uniform_keys(shape: Tuple[int, int], generator: Generators, device: torch.device) -> torch.Tensor:
+    """``[B, N]`` uniform [0, 1) keys from one generator (or the global RNG), or row ``b`` from generator ``b``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, device=device)
+    if len(generator) != shape[0]:
+        raise ValueError(f"generator: expected one generator per image ({shape[0]}), got {len(generator)}")
+    return torch.stack([torch.rand(shape[1], generator=g, device=device) for g in generator])
 
 
 def _gather_crops(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:

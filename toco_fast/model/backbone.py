@@ -15,7 +15,7 @@ timm, DeiT and official ToCo encoder checkpoints load directly (see ``toco_fast.
 """
 from dataclasses import dataclass
 from functools import partial
-from typing import Mapping, NamedTuple, Tuple, Union
+from typing import List, Mapping, NamedTuple, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -168,6 +168,23 @@ class ViTBackbone(nn.Module):
         for block in self.blocks[:self.aux_index + 1]:
             x = block(x)
         return x[:, 1:]
+
+    def forward_block_tokens(self, images: torch.Tensor) -> List[torch.Tensor]:
+        """The patch tokens after every block, for the over-smoothing curve of ToCo's Figure 2.
+
+        Args:
+            images: ``[B, C, H, W]`` float, H and W multiples of the patch size.
+
+        Returns:
+            ``depth`` tensors ``[B, h*w, D]`` (the class token left out), block outputs before the final norm: entry
+            ``i`` is ``forward_features(images).aux_tokens`` when ``i`` is the auxiliary block (and not the last).
+        """
+        x = self._embed(images)
+        tokens = []
+        for block in self.blocks:
+            x = block(x)
+            tokens.append(x[:, 1:])
+        return tokens
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         """Patch embedding, class token and (resized) position embedding: ``[B, 1 + h*w, D]``."""

@@ -209,3 +209,14 @@ class ToCo(nn.Module):
         encoded = self.encoder(images)
         return self.cams_from_features(tokens_to_map(encoded.patch_tokens, grid),
                                        tokens_to_map(encoded.aux_tokens, grid))
+
+    @torch.no_grad()
+    def cls_patch_cosine(self, images: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity between the final class token and each final patch token (both after the final norm),
+        the map of the official ``tools/get_cls_token_cosine_sim_map.py``: images ``[B, 3, H, W]`` -> ``[B, H/16,
+        W/16]`` float in [-1, 1], no grad."""
+        grid = self.encoder.check_input("images", images)
+        encoded = self.encoder(images)
+        cls_token = F.normalize(encoded.cls_token.float(), dim=-1)
+        patches = F.normalize(encoded.patch_tokens.float(), dim=-1)
+        return torch.einsum("bd,bnd->bn", cls_token, patches).reshape(images.shape[0], *grid)

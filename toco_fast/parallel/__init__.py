@@ -1,2 +1,3 @@
-"""Distribution: process group and device per rank, collectives, and the one place that wraps a model for
-DDP / compilation (``wrap``)."""
+"""Distribution: the plan (``plan``: none / DDP / FSDP2, backend, one-line errors), process group and device per rank,
+collectives, the one place that wraps a model (``wrap.parallelize``: ``ddp.PhasedDDP`` or ``fsdp`` units; and the
+one ``unwrap``), and model / optimizer state that does not depend on the distribution (``state``)."""

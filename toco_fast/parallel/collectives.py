@@ -8,6 +8,11 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def is_main_process() -> bool:
+    """Rank 0, or the only process of a world of one."""
+    return not is_distributed() or dist.get_rank() == 0
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -33,8 +33,12 @@ def env_dist_info() -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def init_distributed(device: Optional[torch.device] = None) -> DistInfo:
-    """Join the process group when launched by ``torchrun``; returns the rank layout."""
+def init_distributed(device: Optional[torch.device] = None, backend: Optional[str] = None) -> DistInfo:
+    """Join the process group when launched by ``torchrun``; returns the rank layout.
+
+    ``backend`` defaults to NCCL for a CUDA ``device``, else gloo (``toco_fast.parallel.plan.resolve_backend``
+    checks a configured one). Multi-node runs need nothing more: ``torchrun``'s rendezvous sets the environment.
+    """
     info = env_dist_info()
     if not info.enabled or (dist.is_available() and dist.is_initialized()):
         return info
@@ -42,8 +46,8 @@ def init_distributed(device: Optional[torch.device] = None) -> DistInfo:
         raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     use_cuda = device is not None and device.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(info.local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        torch.cuda.set_device(device if device.index is not None else info.local_rank)
+    dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"))
     return info
 
 

@@ -6,6 +6,11 @@ a checkpoint file continues exactly where it stopped: model, teacher head, optim
 learning-rate schedule, every RNG and the data position are restored, so a resumed CPU run ends with the same
 parameters, bit for bit, as an uninterrupted one.
 
+Under ``torchrun`` the run is distributed as ``train.dist`` says (``toco_fast.parallel``: DDP or FSDP2) and gives the
+same results as one process with the same global batch: the data order, every random draw of the step and the ratio
+losses do not depend on the number of processes. Checkpoints (``toco_fast.train.checkpointer``) resume with any
+number of processes.
+
 A non-finite loss stops the run with a message naming the iteration and the term; the last checkpoint written
 before it is kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and
 logged.
@@ -19,21 +24,23 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from toco_fast.config import Config, save_config, to_dict
-from toco_fast.data import TrainBatch, batches_per_epoch, iterate_batches, training_loader, validation_data
+from toco_fast.data import (
+    TrainBatch,
+    global_batch_slots,
+    iterate_batches,
+    sample_keys,
+    training_loader,
+    validation_data,
+)
 from toco_fast.eval.metrics import format_iou_table
 from toco_fast.eval.validation import validate
-from toco_fast.io.checkpoint import (
-    Checkpoint,
-    checkpoint_path,
-    open_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from toco_fast.io.checkpoint import Checkpoint, open_checkpoint
 from toco_fast.io.rng import capture_rng_state, restore_rng_state, seed_everything
 from toco_fast.losses.energy import build_energy_loss
-from toco_fast.method.schedule import loss_weights
+from toco_fast.method.schedule import loss_weights, pseudo_label_cam
 from toco_fast.model.factory import build_model
-from toco_fast.parallel.collectives import all_reduce_mean, barrier
+from toco_fast.parallel.collectives import all_reduce_mean
+from toco_fast.parallel.plan import ParallelPlan, plan_for_config
 from toco_fast.parallel.process_group import (
     DistInfo,
     cleanup_distributed,
@@ -41,8 +48,10 @@ from toco_fast.parallel.process_group import (
     init_distributed,
     resolve_device,
 )
-from toco_fast.parallel.wrap import checkpoint_blocks, parallelize
-from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, check_finite_state, grads_finite
+from toco_fast.parallel.state import full_model_state, load_full_state, plain_tensor
+from toco_fast.parallel.wrap import begin_phase, checkpoint_blocks, gathered, parallelize
+from toco_fast.train.checkpointer import check_data_position, data_position, restore_trainer, save_trainer
+from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, grads_finite
 from toco_fast.train.optim import build_optimizer, fill_idle_grads
 from toco_fast.train.precision import resolve_precision
 from toco_fast.train.preflight import check_run, run_dir_for
@@ -50,6 +59,7 @@ from toco_fast.train.runlog import (
     MetricsWriter,
     ProgressBar,
     RunningMeans,
+    TensorBoardWriter,
     Throughput,
     close_logger,
     format_duration,
@@ -59,6 +69,7 @@ from toco_fast.train.runlog import (
 )
 from toco_fast.train.signals import StopSignals
 from toco_fast.train.module import TrainStepModule
+from toco_fast.train.step import active_weights
 
 CONFIG_FILE = "config.yaml"
 
@@ -90,12 +101,13 @@ def train(cfg: Config, *, resume: Union[None, str, Checkpoint] = None, run_dir: 
     checkpoint = open_checkpoint(resume) if isinstance(resume, (str, os.PathLike)) else resume
     check_run(cfg, info.world_size, checkpoint)
     device = resolve_device(cfg.train.device, info.local_rank, argument="train.device")
-    init_distributed(device)
+    plan = plan_for_config(cfg.train, info.world_size, device)  # same verdict on every rank, before any group
+    init_distributed(device, plan.backend)
     setup_logger(cfg.train.run_dir if info.is_main else None, enabled=info.is_main, stream=stream)
     try:
-        trainer = Trainer(cfg, device, info, stream=stream, resumed=checkpoint is not None)
+        trainer = Trainer(cfg, device, info, stream=stream, resumed=checkpoint is not None, plan=plan)
         if checkpoint is not None:
-            trainer.load_state_dict(checkpoint.state)
+            restore_trainer(trainer, checkpoint)
             get_logger().info(f"resumed from {checkpoint.path} at iteration {trainer.iteration}")
         return trainer.run()
     except NonFiniteLossError as exc:
@@ -107,11 +119,14 @@ def train(cfg: Config, *, resume: Union[None, str, Checkpoint] = None, run_dir: 
 
 
 class Trainer:
-    """The training loop around :func:`toco_fast.train.step.train_step`: data, optimizer, precision, logging,
-    evaluation and checkpoints. ``state_dict`` / ``load_state_dict`` hold everything an exact resume needs."""
+    """The training loop around :func:`toco_fast.train.step.train_step`: data, optimizer, precision, distribution,
+    logging, evaluation and checkpoints. ``state_dict`` / ``load_state_dict`` hold everything an exact resume needs
+    (``toco_fast.train.checkpointer`` decides where each part is written)."""
 
-    def __init__(self, cfg: Config, device: torch.device, info: DistInfo, stream=None, resumed: bool = False):
+    def __init__(self, cfg: Config, device: torch.device, info: DistInfo, stream=None, resumed: bool = False,
+                 plan: Optional[ParallelPlan] = None):
         self.cfg, self.device, self.info = cfg, device, info
+        self.plan = plan or ParallelPlan(mode="ddp" if info.enabled else "none")
         self.run_dir = cfg.train.run_dir
         self.logger = get_logger()
         self.energy = build_energy_loss(cfg.loss)  # check_run made sure the extension is there
@@ -121,10 +136,11 @@ class Trainer:
             os.makedirs(self.run_dir, exist_ok=True)
             save_config(cfg, os.path.join(self.run_dir, CONFIG_FILE))
             self.logger.info(f"toco_fast train: config {cfg.name!r}, run dir {self.run_dir}, device {device}, "
-                             f"{info.world_size} process(es), global batch {cfg.data.batch_size}, "
+                             f"{info.world_size} process(es) ({self.plan.mode}), global batch {cfg.data.batch_size}, "
                              f"precision: {precision.note}")
         # The data first: a wrong path fails before a large model is built.
         self.loader = training_loader(cfg, info.rank, info.world_size)
+        self.slots = global_batch_slots(self.loader)
         self.val = validation_data(cfg, info.rank, info.world_size) if cfg.eval.enabled else None
         if cfg.train.num_threads > 0:
             torch.set_num_threads(cfg.train.num_threads)
@@ -134,6 +150,8 @@ class Trainer:
         self.model.to(device).train()
         if cfg.train.grad_ckpt:
             checkpoint_blocks(self.model.encoder.blocks)
+        # Before the optimizer: FSDP replaces the parameters by their shards.
+        self.step_module = parallelize(TrainStepModule(self.model, cfg.train.step), device, info, self.plan)
         self.optimizer, self.schedule = build_optimizer(self.model, cfg)
         self.scaler = precision.grad_scaler()
         self.iteration = 0
@@ -142,20 +160,26 @@ class Trainer:
         self.skipped_window = 0  # ... since the last log line
         self.stream = stream
 
-    def state_dict(self) -> Dict[str, Any]:
-        """Everything a bit-exact resume needs (tensors and plain values only)."""
+    def state_dict(self, optimizer: bool = True) -> Dict[str, Any]:
+        """Everything a bit-exact resume needs (tensors and plain values only), the model in full (under FSDP
+        gathered: a collective, the model reaches rank 0 only); ``optimizer=False`` leaves the optimizer out."""
         return {
-            "model": self.model.state_dict(), "config": to_dict(self.cfg), "iteration": self.iteration,
-            "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+            "model": full_model_state(self.model), "config": to_dict(self.cfg), "iteration": self.iteration,
+            **({"optimizer": self.optimizer.state_dict()} if optimizer else {}),
+            "schedule": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": capture_rng_state(), "data": _data_position(self.loader, self.iteration),
+            "rng": capture_rng_state(), "data": data_position(self.loader, self.iteration),
             "skipped_steps": self.skipped,
             "log_window": {"meter": self.meter.state_dict(), "skipped": self.skipped_window},
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore ``state_dict()``'s output (every rank passes all of it; an FSDP run shards it)."""
+        load_full_state(self.model, self.optimizer, state["model"], state["optimizer"])
+        self.load_progress(state)
+
+    def load_progress(self, state: Dict[str, Any]) -> None:
+        """Restore everything but the model and the optimizer: schedule, scaler, RNG, iteration, log window."""
         self.schedule.load_state_dict(state["schedule"])
         saved_max = state["schedule"].get("max_iters")
         if saved_max is not None and saved_max != self.schedule.max_iters:
@@ -165,25 +189,21 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
-        _check_data_position(state.get("data"), self.loader, self.iteration, self.logger)
+        check_data_position(state.get("data"), self.loader, self.iteration, self.logger)
         self.skipped = int(state.get("skipped_steps", 0))
         window = state.get("log_window") or {}
         self.meter = RunningMeans(window.get("meter"))
         self.skipped_window = int(window.get("skipped", 0))
 
-    def save_checkpoint(self) -> None:
-        if self.info.is_main:
-            path = checkpoint_path(self.run_dir, self.iteration)
-            check_finite_state(self.model, self.optimizer, path)
-            save_checkpoint(path, self.state_dict())
-            prune_checkpoints(self.run_dir, self.cfg.train.keep_checkpoints)
-            self.logger.info(f"checkpoint: {path}")
-        barrier()
+    def save_checkpoint(self) -> str:
+        """Write this iteration's checkpoint (every rank calls it); returns its file."""
+        return save_trainer(self)
 
     def run(self) -> TrainResult:
         cfg, info = self.cfg, self.info
-        step = parallelize(TrainStepModule(self.model, cfg.train.step), self.device, info)
+        step = self.step_module
         metrics = MetricsWriter(self.run_dir, keep_until=self.iteration) if info.is_main else None
+        self.tb = TensorBoardWriter(self.run_dir, self.iteration) if cfg.train.tensorboard and info.is_main else None
         progress = ProgressBar(cfg.train.max_iters, initial=self.iteration, stream=self.stream,
                                enabled=None if info.is_main else False)
         throughput = Throughput(cfg.train.max_iters, self.iteration)
@@ -193,6 +213,8 @@ class Trainer:
         with stop:
             eval_results, stopped = self._loop(step, batches, stop, metrics, progress, throughput)
         progress.close()
+        if self.tb is not None:
+            self.tb.close()
         stopped_by = (stop.received or signal.SIGTERM) if stopped else None
         if stopped:
             self.logger.info(f"stopped by {signal.Signals(stopped_by).name} after iteration {self.iteration}; "
@@ -247,8 +269,10 @@ class Trainer:
         Returns the loss and its terms (averaged over ranks) as floats, and whether any rank was asked to stop; all
         of it is read with one host synchronisation.
         """
-        batch = TrainBatch.from_loader(raw_batch, self.device)
+        batch = TrainBatch.from_loader(raw_batch, self.device,
+                                       rng_keys=sample_keys(self.cfg.train.seed, n_iter, self.slots))
         self.schedule.apply(n_iter)
+        begin_phase(step, self._phase(n_iter))
         loss, terms = step(batch, cfg=self.cfg, n_iter=n_iter, energy=self.energy, autocast=self.autocast,
                            probe=probe)
         self.optimizer.zero_grad(set_to_none=True)
@@ -257,7 +281,7 @@ class Trainer:
             grads_ok = loss.new_ones((), dtype=torch.float32)  # the GradScaler skips overflowing steps itself
         else:
             loss.backward()
-            grads_ok = grads_finite(self.optimizer)
+            grads_ok = plain_tensor(grads_finite(self.optimizer))  # FSDP: computed from the shards
         flags = torch.stack([grads_ok.to(loss.device), loss.new_tensor(float(stop_requested), dtype=torch.float32)])
         stacked = torch.cat([torch.stack([loss.detach().float()] + [v.float() for v in terms.values()]), flags])
         *numbers, all_finite, stop = all_reduce_mean(stacked).tolist()
@@ -280,6 +304,11 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         return values, stop > 0
 
+    def _phase(self, n_iter: int) -> Tuple:
+        """What decides which parameters the step trains at ``n_iter``: the active loss terms and the CAM the pseudo
+        labels come from."""
+        return tuple(sorted(active_weights(self.cfg, n_iter, self.energy))), pseudo_label_cam(self.cfg.loss, n_iter)
+
     def _fill_idle_grads(self) -> None:
         if self.cfg.optim.idle_params == "zero_grad":
             fill_idle_grads(self.optimizer)
@@ -295,11 +324,16 @@ class Trainer:
                              f"ETA {format_duration(throughput.eta_seconds())}")
             metrics.write({"kind": "train", "iteration": self.iteration, **means, "lr": lr, "images_per_s": rate,
                            "skipped_steps": self.skipped, "elapsed_s": round(throughput.train_seconds, 3)})
+            if self.tb is not None:
+                self.tb.log_train(self.iteration, fields)
         self.skipped_window = 0
 
     def _evaluate(self, metrics: Optional[MetricsWriter]) -> Dict[str, Any]:
         tic = time.perf_counter()
-        results = validate(self.model, self.val, self.cfg, self.device, self.autocast)
+        with gathered(self.step_module, self.plan.reshard_after_forward):
+            results = validate(self.model, self.val, self.cfg, self.device, self.autocast)
+            if self.tb is not None:  # the CAM grids need the full weights: inside the gathered region
+                self.tb.log_eval(self.iteration, results, self.model, self.val, self.cfg, self.device)
         seconds = time.perf_counter() - tic
         if self.info.is_main:
             self.logger.info(f"evaluation at iteration {self.iteration} ({format_duration(seconds)}):\n"
@@ -316,18 +350,3 @@ class Trainer:
 
         self.logger.info(f"loss terms at iteration {self.iteration}: {active}; seg/reg "
                          f"{starts(self.cfg.loss.seg_start_iter)}, ptc/ctc {starts(self.cfg.loss.contrast_start_iter)}")
-
-
-def _data_position(loader, iteration: int) -> Dict[str, int]:
-    """Where the data stream stands after ``iteration`` batches (the resumable loader is indexed by iteration)."""
-    per_epoch = batches_per_epoch(loader)
-    epoch, batch = divmod(iteration, per_epoch)
-    return {"epoch": epoch, "batch": batch, "batches_per_epoch": per_epoch}
-
-
-def _check_data_position(saved: Optional[Dict[str, int]], loader, iteration: int, logger) -> None:
-    now = _data_position(loader, iteration)
-    if saved and saved.get("batches_per_epoch") != now["batches_per_epoch"]:
-        logger.warning(f"resume: an epoch now has {now['batches_per_epoch']} batches, the checkpoint was written "
-                       f"with {saved.get('batches_per_epoch')} (dataset or batch size changed); the data order will "
-                       f"differ from the interrupted run")

@@ -7,7 +7,6 @@ Each problem raises ``ConfigError`` naming the setting or file and what was expe
 toco_fast.train`` answers it in one line before any loader or model exists. The energy term's extension is checked
 here too: with ``loss.w_reg > 0`` the reg term never vanishes silently.
 """
-import math
 import os
 from typing import Optional
 
@@ -123,11 +122,10 @@ def _check_splits(cfg: Config, world_size: int) -> None:
     data = cfg.data
     train = _open(data, data.train_split)
     _check_classes(cfg, train, "data.train_split")
-    most = math.ceil(len(train) / world_size) * world_size  # ResumableSampler pads the shards to equal length
-    if data.batch_size > most:
-        ranks = f" over {world_size} processes" if world_size > 1 else ""
+    # An epoch is made of whole global batches (the sampler drops the remainder), so one must fit in the split.
+    if data.batch_size > len(train):
         raise ConfigError(f"data.batch_size: {data.batch_size} is larger than the training split {train.split!r} "
-                          f"({len(train)} images at {train.root}{ranks}); expected at most {most}")
+                          f"({len(train)} images at {train.root}); expected at most {len(train)}")
     if cfg.eval.enabled:
         _check_classes(cfg, _open(data, data.val_split), "data.val_split")
 

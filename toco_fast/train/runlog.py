@@ -6,6 +6,9 @@
   output is not a terminal it stays silent and the trainer's periodic log lines carry the same fields.
 * ``MetricsWriter``: ``<run_dir>/metrics.jsonl`` (one record per log or evaluation event) and ``metrics.csv`` (same
   records; the header grows when a new field appears, e.g. ``seg`` once the segmentation loss starts).
+* ``TensorBoardWriter`` (``train.tensorboard: true``, ``--tensorboard``): the same losses, lr and img/s, the
+  evaluation mIoUs and, at each evaluation, CAM grids of a few validation images, in ``<run_dir>/tensorboard/``
+  (``tensorboard --logdir runs``); needs the optional ``tensorboard`` package (``toco_fast[tensorboard]``).
 """
 import csv
 import io
@@ -230,3 +233,58 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+class TensorBoardWriter:
+    """TensorBoard events of a run (main process only), through ``torch.utils.tensorboard``.
+
+    Args:
+        run_dir: the events go to ``<run_dir>/tensorboard``.
+        start_iteration: the iteration a resumed run starts from; events an interrupted run logged after it are
+            dropped (``purge_step``), as ``MetricsWriter`` drops its records.
+        grid_images: validation images drawn as CAM grids at each evaluation (0: none).
+
+    Raises:
+        MissingExtraError (a ValueError): tensorboard is not installed; the message says how to install it.
+    """
+
+    def __init__(self, run_dir: str, start_iteration: int = 0, grid_images: int = 4):
+        from toco_fast._extras import require
+
+        require("tensorboard", "tensorboard", "train.tensorboard (--tensorboard)")
+        module = require("torch.utils.tensorboard", "tensorboard", "train.tensorboard (--tensorboard)",
+                         package="tensorboard")
+        self.writer = module.SummaryWriter(os.path.join(run_dir, TENSORBOARD_DIR),
+                                           purge_step=start_iteration + 1 if start_iteration else None)
+        self.grid_images = grid_images
+
+    def log_train(self, iteration: int, fields: Dict[str, Any]) -> None:
+        """Scalars ``train/<name>`` (losses, ``lr``, ``img/s``); non-finite and non-numeric values are left out."""
+        for name, value in fields.items():
+            value = _jsonable(value)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"train/{name}", value, iteration)
+
+    def log_eval(self, iteration: int, results: Dict[str, Any], model=None, val=None, cfg=None,
+                 device=None) -> None:
+        """``eval/<name>_mIoU`` (percent) of each result and, given the model, the validation data, the config and
+        the device, ``cams/<image>`` grids (``toco_fast.diagnose.panels``) of the first ``grid_images`` images."""
+        for name, metric in results.items():
+            self.writer.add_scalar(f"eval/{name}_mIoU", 100.0 * metric.miou(), iteration)
+        if model is not None and val is not None and self.grid_images > 0:
+            from toco_fast.diagnose.panels import image_panels, panels_picture
+
+            dataset = val.loader.dataset
+            for index in range(min(self.grid_images, len(dataset))):
+                item = dataset[index]
+                panels = image_panels(model, item, work_size=cfg.eval.crop_size, class_names=val.class_names,
+                                      scales=cfg.cam.scales, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre,
+                                      device=device, ignore_index=cfg.data.ignore_index)
+                self.writer.add_image(f"cams/{item['name']}", panels_picture(panels), iteration, dataformats="HWC")
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -37,7 +37,7 @@ from toco_fast.losses.ctc import ctc_loss
 from toco_fast.losses.energy import DenseEnergyLoss, energy_loss
 from toco_fast.losses.seg import seg_loss
 from toco_fast.method.cam import multi_scale_cam
-from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi
+from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi, sample_generators
 from toco_fast.method.labels import cam_to_label, token_labels_from_cam
 from toco_fast.method.refine import refine_cams_with_bkg
 from toco_fast.method.schedule import loss_weights, pseudo_label_cam
@@ -99,10 +99,13 @@ def check_contrast_views(batch: TrainBatch) -> None:
 
 def cut_local_crops(batch: TrainBatch, cams_aux: torch.Tensor, cfg: Config) -> Tuple[torch.Tensor, torch.Tensor]:
     """The CTC local crops ``[L*B, 3, s, s]`` around background / uncertain pixels of the aux CAM, and their
-    positive / negative flags."""
+    positive / negative flags. Positions are drawn from each sample's own key (``batch.rng_keys``) when the batch
+    has keys, so they do not depend on how the global batch is split among processes."""
     roi_mask = cam_to_roi_mask(cams_aux, batch.cls_labels, high_thre=cfg.cam.high_thre, low_thre=cfg.cam.low_thre)
+    generators = (sample_generators(batch.rng_keys, batch.local_source.device) if batch.rng_keys is not None
+                  else None)
     return crop_from_roi(batch.local_source, roi_mask, crop_num=cfg.data.num_local_crops,
-                         crop_size=cfg.data.local_crop_size)
+                         crop_size=cfg.data.local_crop_size, generator=generators)
 
 
 def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weights: Mapping[str, float], n_iter: int,
