@@ -165,6 +165,8 @@ class TrainConfig:
     step: str = "fused"
     # Activation checkpointing per encoder block (--grad-ckpt): less memory, same losses and gradients.
     grad_ckpt: bool = False
+    # torch.compile of the encoder blocks (--compile).
+    compile: bool = False
     # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
     oversmoothing_probe: bool = False
     # TensorBoard events in <run_dir>/tensorboard (losses, lr, img/s, eval mIoU, CAM grids): --tensorboard.

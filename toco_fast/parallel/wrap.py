@@ -1,5 +1,5 @@
-"""The one place that wraps a module for distribution (DDP or FSDP2), applies activation checkpointing (and,
-later, compilation), and the one way back to the bare model. The model and the training step know nothing of
+"""The one place that wraps a module for distribution (DDP or FSDP2), applies activation checkpointing and
+compilation, and the one way back to the bare model. The model and the training step know nothing of
 wrappers: the loop tells the wrapper the schedule's phase (``begin_phase``) and gathers sharded parameters for
 evaluation (``gathered``)."""
 import functools
@@ -14,7 +14,7 @@ from toco_fast.parallel.fsdp import fsdp_units, gathered, shard
 from toco_fast.parallel.plan import ParallelPlan
 from toco_fast.parallel.process_group import DistInfo
 
-__all__ = ["parallelize", "begin_phase", "gathered", "checkpoint_blocks", "unwrap"]
+__all__ = ["parallelize", "begin_phase", "gathered", "checkpoint_blocks", "compile_blocks", "unwrap"]
 
 
 def parallelize(module: nn.Module, device: torch.device, info: DistInfo,
@@ -53,6 +53,15 @@ def checkpoint_blocks(blocks: nn.ModuleList) -> None:
     for block in blocks:
         if not isinstance(block.forward, functools.partial):  # not applied twice
             block.forward = functools.partial(_checkpointed, block.forward)
+
+
+def compile_blocks(blocks: nn.ModuleList, backend: str = "inductor") -> None:
+    """``torch.compile`` each block in place (after ``checkpoint_blocks``, as torchtitan orders them): parameter
+    names and the model's structure are unchanged, so checkpoints, FSDP units and ``unwrap`` are unaffected. The
+    blocks run at several token counts per step (global views, CAM scales, local crops); dynamo generalises them to
+    dynamic shapes after the first recompilation."""
+    for block in blocks:
+        block.compile(backend=backend)
 
 
 def _checkpointed(forward, *args, **kwargs):
