@@ -11,7 +11,8 @@ import torch
 
 from toco_fast.cli.diagnose import main
 from toco_fast.data import EvalDataset, open_source, voc_palette
-from toco_fast.diagnose import colorize_labels, image_panels, jet, oversmoothing_curve, overlay, tile
+from toco_fast.data.pictures import colorize_labels, jet, overlay, tile
+from toco_fast.diagnose import image_panels, oversmoothing_curve
 from toco_fast.model.factory import model_from_checkpoint
 
 

@@ -1,6 +1,7 @@
 """Diagnostics with pictures (``python -m toco_fast.diagnose``, see ``toco_fast.cli.diagnose``).
 
-- ``jet``, ``overlay``, ``colorize_labels``, ``tile``, ``save_image`` (render.py): numpy pictures, no matplotlib.
+- The numpy pictures (jet map, overlays, label colours, tiles) live in ``toco_fast.data.pictures``, shared with
+  inference's heat maps.
 - ``Panel``, ``image_panels``, ``panels_picture`` (panels.py): one image's CAM / label / cosine panels.
 - ``block_similarity``, ``oversmoothing_curve``, ``write_curves_csv``, ``read_curves_csv`` (oversmoothing.py): the
   Figure-2 curve and its CSV.
@@ -11,11 +12,6 @@ Names are resolved on first use.
 from toco_fast._lazy import export_names, lazy_exports
 
 _EXPORTS = {
-    "jet": "render",
-    "overlay": "render",
-    "colorize_labels": "render",
-    "tile": "render",
-    "save_image": "render",
     "Panel": "panels",
     "image_panels": "panels",
     "panels_picture": "panels",

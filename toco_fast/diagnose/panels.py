@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toco_fast.data import to_uint8_image
-from toco_fast.diagnose.render import colorize_labels, jet, overlay, tile
+from toco_fast.data.pictures import colorize_labels, jet, overlay, tile
 from toco_fast.infer.cams import known_class_cams, known_classes, pseudo_label
 from toco_fast.parallel.wrap import unwrap
 

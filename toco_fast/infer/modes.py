@@ -191,7 +191,7 @@ class _CamFiles(_ClassCams):
         save_cam_file(self.outputs.path(self.folder, item["name"]), key, arrays)
         self._score(item["mask"], key, arrays)
         if self.heatmaps:
-            from toco_fast.diagnose.render import overlay, save_image
+            from toco_fast.data.pictures import overlay, save_image
 
             image = to_uint8_image(item["image"]).numpy()
             for array, cam in arrays.items():
