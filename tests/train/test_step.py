@@ -159,63 +159,63 @@ def test_ratio_losses_are_per_group_of_samples(synthetic_root):
     assert not torch.allclose(whole["ptc"], grouped["ptc"])
 
 
+def _model_pair(cfg):
+    """Two tiny models with the same weights."""
+    torch.manual_seed(0)
+    first = build_model(cfg.model).train()
+    second = build_model(cfg.model).train()
+    second.load_state_dict(first.state_dict())
+    return first, second
+
+
+def _terms_grads_saved(model, batch, cfg):
+    """One step's loss terms, its gradients, and how many tensors autograd kept for the backward."""
+    torch.manual_seed(3)  # the same local crops
+    saved = [0]
+
+    def pack(tensor):
+        saved[0] += 1
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss, terms = train_step(model, batch, cfg=cfg, n_iter=0)
+    loss.backward()
+    return terms, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, saved[0]
+
+
+def _assert_same_step(a, b, term_rtol, term_atol, grad_rtol):
+    (terms_a, grads_a, _), (terms_b, grads_b, _) = a, b
+    for name in terms_a:
+        torch.testing.assert_close(terms_b[name], terms_a[name], rtol=term_rtol, atol=term_atol, msg=name)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=grad_rtol, atol=1e-7, msg=name)
+
+
 def test_activation_checkpointing_keeps_losses_gradients_and_names(synthetic_root):
     from toco_fast.parallel.wrap import checkpoint_blocks
 
     cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "loss.w_reg=0")
-    torch.manual_seed(0)
-    plain = build_model(cfg.model).train()
-    saved = build_model(cfg.model).train()
-    saved.load_state_dict(plain.state_dict())
-    checkpoint_blocks(saved.encoder.blocks)
-    checkpoint_blocks(saved.encoder.blocks)  # applying twice changes nothing
-    assert list(saved.state_dict()) == list(plain.state_dict())
+    plain, checkpointed = _model_pair(cfg)
+    checkpoint_blocks(checkpointed.encoder.blocks)
+    checkpoint_blocks(checkpointed.encoder.blocks)  # applying twice changes nothing
+    assert list(checkpointed.state_dict()) == list(plain.state_dict())
     batch = fixed_batch(cfg)
-    results, saved_counts = [], []
-    for model in (plain, saved):
-        torch.manual_seed(3)
-        count = [0]
-
-        def pack(tensor, count=count):
-            count[0] += 1
-            return tensor
-
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-            loss, terms = train_step(model, batch, cfg=cfg, n_iter=0)
-        loss.backward()
-        saved_counts.append(count[0])
-        results.append((terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
-    assert saved_counts[1] < saved_counts[0]  # the blocks' activations are recomputed, not kept
-    (terms_a, grads_a), (terms_b, grads_b) = results
-    for name in terms_a:
-        torch.testing.assert_close(terms_b[name], terms_a[name], rtol=1e-6, atol=1e-7)
-    assert grads_a.keys() == grads_b.keys()
-    for name in grads_a:
-        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-5, atol=1e-7, msg=name)
+    eager, recomputed = (_terms_grads_saved(m, batch, cfg) for m in (plain, checkpointed))
+    assert recomputed[2] < eager[2]  # the blocks' activations are recomputed, not kept
+    _assert_same_step(eager, recomputed, term_rtol=1e-6, term_atol=1e-7, grad_rtol=1e-5)
 
 
 def test_compiled_blocks_give_the_eager_losses_and_gradients(synthetic_root):
+    from torch._dynamo.utils import counters
+
     from toco_fast.parallel.wrap import compile_blocks
 
     cfg = tiny_cfg(synthetic_root, "loss.seg_start_iter=-1", "loss.w_reg=0")
-    torch.manual_seed(0)
-    eager = build_model(cfg.model).train()
-    compiled = build_model(cfg.model).train()
-    compiled.load_state_dict(eager.state_dict())
+    eager, compiled = _model_pair(cfg)
     compile_blocks(compiled.encoder.blocks, backend="aot_eager")  # the traced graphs, without C++ code generation
     assert list(compiled.state_dict()) == list(eager.state_dict())
     batch = fixed_batch(cfg)
-    results = []
-    for model in (eager, compiled):
-        torch.manual_seed(3)
-        loss, terms = train_step(model, batch, cfg=cfg, n_iter=0)
-        loss.backward()
-        results.append((terms, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
-    (terms_a, grads_a), (terms_b, grads_b) = results
-    from torch._dynamo.utils import counters
-
+    results = [_terms_grads_saved(m, batch, cfg) for m in (eager, compiled)]
     assert counters["stats"]["unique_graphs"] > 0  # the blocks did run compiled
-    for name in terms_a:
-        torch.testing.assert_close(terms_b[name], terms_a[name], rtol=1e-5, atol=1e-6)
-    for name in grads_a:
-        torch.testing.assert_close(grads_b[name], grads_a[name], rtol=1e-4, atol=1e-6, msg=name)
+    _assert_same_step(*results, term_rtol=1e-5, term_atol=1e-6, grad_rtol=1e-4)

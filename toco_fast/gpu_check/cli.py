@@ -10,7 +10,6 @@ Exit status 0 when no step failed or timed out (and, outside the dry run, a GPU 
 """
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
