@@ -22,6 +22,8 @@ class TrainBatch:
         local_source: ``[B, 3, H, W]`` float32, the view local crops are cut from (``crops[2]``), or None.
         rng_keys: one 64-bit seed per sample for the step's random draws (``sample_keys``), or None (the draws
             then come from the global torch RNG, which depends on how the global batch is split among processes).
+        max_present: the most classes present in one image of the batch, counted on the host before the move (PAR
+            pads the classes to it without a device read), or None.
     """
 
     images: torch.Tensor
@@ -30,6 +32,7 @@ class TrainBatch:
     view2: Optional[torch.Tensor] = None
     local_source: Optional[torch.Tensor] = None
     rng_keys: Optional[Tuple[int, ...]] = None
+    max_present: Optional[int] = None
 
     @classmethod
     def from_loader(cls, batch: Mapping[str, Any], device: torch.device,
@@ -42,9 +45,11 @@ class TrainBatch:
         def move(value):
             return value.to(device, non_blocking=True) if value is not None else None
 
-        return cls(images=move(batch["image"]).float(), cls_labels=move(batch["cls_label"]).float(),
+        labels = batch["cls_label"]
+        max_present = int((labels != 0).sum(dim=1).max()) if labels.device.type == "cpu" and len(labels) else None
+        return cls(images=move(batch["image"]).float(), cls_labels=move(labels).float(),
                    img_box=move(batch["img_box"]), view2=move(batch.get("view2")),
-                   local_source=move(batch.get("local_source")), rng_keys=rng_keys)
+                   local_source=move(batch.get("local_source")), rng_keys=rng_keys, max_present=max_present)
 
 
 def sample_keys(seed: int, iteration: int, slots: Iterable[int]) -> Tuple[int, ...]:

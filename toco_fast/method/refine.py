@@ -50,13 +50,26 @@ def _argmax_label(scores: torch.Tensor, slot: torch.Tensor, keys: torch.Tensor) 
     return keys.gather(1, best.flatten(1)).view_as(best)
 
 
+def _padded_count(count: torch.Tensor, max_present: Optional[int]) -> int:
+    """Channels per threshold after padding: the background plus the most classes present in one image."""
+    if max_present is None:
+        return int(count.max())
+    if isinstance(max_present, bool) or not isinstance(max_present, int) or max_present < 0:
+        raise ValueError(f"max_present: expected an int >= 0, got {max_present!r}")
+    if count.device.type == "cpu" and int(count.max()) > 1 + max_present:
+        raise ValueError(f"max_present: {max_present}, but an image has {int(count.max()) - 1} present classes "
+                         "in cls_labels")
+    return 1 + max_present
+
+
 @torch.no_grad()
 def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: torch.Tensor,
                          high_thre: float = CAM_DEFAULTS.high_thre, low_thre: float = CAM_DEFAULTS.low_thre,
                          ignore_index: int = 255,
                          img_box: Optional[BoxLike] = None, down_scale: int = 2,
                          dilations: Sequence[int] = DEFAULT_DILATIONS, num_iter: int = 10,
-                         par_fn: Optional[ParFn] = None, impl: Optional[str] = None) -> torch.Tensor:
+                         par_fn: Optional[ParFn] = None, impl: Optional[str] = None,
+                         max_present: Optional[int] = None) -> torch.Tensor:
     """Refined pseudo-labels of the official ``refine_cams_with_bkg_v2``, for the whole batch in one PAR call.
 
     Steps (as official): image and ``[bkg, cams]`` are resized by ``1/down_scale`` (``H // down_scale``, bilinear,
@@ -77,7 +90,10 @@ def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: t
         dilations, num_iter: PAR settings (used when ``par_fn`` is None).
         par_fn: optional replacement PAR, ``par_fn(images [B,3,h,w], masks [B,K,h,w]) -> [B,K,h,w]``; it must
             treat channels independently (padding channels are zeros). Default: ``toco_fast.ops.par.par``.
-        impl: ``impl`` of the default PAR ("auto", "reference", "triton").
+        impl: ``impl`` of the default PAR (see ``toco_fast.ops._dispatch``).
+        max_present: the largest number of classes present in one image of the batch, known on the host (e.g.
+            ``TrainBatch.max_present``); it sets the padded channel count without reading ``cls_labels`` back from
+            the device (a host sync on CUDA). None counts them from ``cls_labels``. Checked on CPU tensors only.
 
     Returns:
         [B,H,W] long labels on ``cams``' device (the official returns the same values as float).
@@ -98,7 +114,7 @@ def refine_cams_with_bkg(images: torch.Tensor, cams: torch.Tensor, cls_labels: t
     present = torch.cat((torch.ones((batch, 1), dtype=torch.bool, device=device),
                          cls_labels.to(device) != 0), dim=1)
     count = present.sum(dim=1)
-    kmax = int(count.max())
+    kmax = _padded_count(count, max_present)
     keys = torch.sort((~present).to(torch.int8), dim=1, stable=True).indices[:, :kmax]
     slot = torch.arange(kmax, device=device).expand(batch, -1)
     valid = slot < count[:, None]

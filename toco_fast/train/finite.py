@@ -1,5 +1,5 @@
-"""Numerical guards of the loop: a non-finite loss or gradient stops the run before its update, and a checkpoint
-is never written from non-finite weights or optimizer state."""
+"""Numerical guards of the loop: the update of an iteration whose loss or gradients are not finite is not applied and
+the run stops, and a checkpoint is never written from non-finite weights or optimizer state."""
 import math
 from typing import Dict, Sequence
 
@@ -8,7 +8,7 @@ import torch
 
 class NonFiniteLossError(RuntimeError):
     """The loss, or the gradients of a finite loss, became NaN or infinite; ``iteration`` (1-based) and ``terms``
-    (loss term names, or ``["gradients"]``) say where. The update of that iteration is not applied."""
+    (loss term names, or ``["gradients"]``) say where. The update of that iteration was not applied."""
 
     def __init__(self, iteration: int, terms: Sequence[str], values: Dict[str, float]):
         self.iteration = iteration
@@ -19,7 +19,7 @@ class NonFiniteLossError(RuntimeError):
         else:
             shown = ", ".join(f"{name}={values[name]}" for name in self.terms)
             what = f"non-finite loss at iteration {iteration}: term {shown} (all terms: {all_terms})"
-        super().__init__(f"{what}; stopping before the update, the last checkpoint is kept")
+        super().__init__(f"{what}; its update was not applied, the run stops and the last checkpoint is kept")
 
 
 def check_finite_loss(iteration: int, values: Dict[str, float]) -> None:

@@ -11,9 +11,11 @@ same results as one process with the same global batch: the data order, every ra
 losses do not depend on the number of processes. Checkpoints (``toco_fast.train.checkpointer``) resume with any
 number of processes.
 
-A non-finite loss stops the run with a message naming the iteration and the term; the last checkpoint written
-before it is kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and
-logged.
+The host does not wait for the device in every iteration: the loss values and flags are read at sync points (log
+lines, checkpoints, evaluations; ``toco_fast.train.pending``) while a non-finite iteration's update is skipped on the
+device (fused AdamW's ``found_inf``). A non-finite loss or gradient then stops the run at the next sync point with a
+message naming the iteration and the term; its update was not applied and the last checkpoint written before it is
+kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and logged.
 """
 import os
 import signal
@@ -52,7 +54,8 @@ from toco_fast.parallel.state import full_model_state, load_full_state, plain_te
 from toco_fast.parallel.wrap import begin_phase, checkpoint_blocks, compile_blocks, gathered, parallelize
 from toco_fast.train.checkpointer import check_data_position, data_position, restore_trainer, save_trainer
 from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, grads_finite
-from toco_fast.train.optim import build_optimizer, fill_idle_grads
+from toco_fast.train.optim import build_optimizer, fill_idle_grads, skips_on_device, step_unless
+from toco_fast.train.pending import PendingSteps, step_record
 from toco_fast.train.precision import resolve_precision
 from toco_fast.train.preflight import check_run, run_dir_for
 from toco_fast.train.runlog import (
@@ -160,6 +163,9 @@ class Trainer:
         self.meter = RunningMeans()
         self.skipped = 0  # fp16 steps skipped by the GradScaler (overflow), whole run
         self.skipped_window = 0  # ... since the last log line
+        self.pending = PendingSteps()  # iterations whose numbers the host has not read yet (``_settle``)
+        self.shown: Dict[str, float] = {}  # the last read loss values, for the progress line
+        self.stop_agreed = False  # a process of the run was asked to stop (read at a sync point)
         self.stream = stream
 
     def state_dict(self, optimizer: bool = True) -> Dict[str, Any]:
@@ -231,7 +237,12 @@ class Trainer:
     def _loop(self, step: torch.nn.Module, batches, stop: StopSignals, metrics: Optional[MetricsWriter],
               progress: ProgressBar, throughput: Throughput) -> Tuple[Optional[Dict[str, Any]], bool]:
         """Iterations until ``train.max_iters`` or a stop signal to any process (then a checkpoint of the last
-        iteration is written); returns the last evaluation results and whether a signal stopped the run."""
+        iteration is written); returns the last evaluation results and whether a signal stopped the run.
+
+        The host reads the iterations' numbers only at sync points: a log line, a checkpoint, an evaluation, the
+        end, a stop signal to this process when it runs alone, and every iteration when the optimizer cannot skip
+        an update on a device flag (``toco_fast.train.optim.skips_on_device``; the CPU AdamW). Under torchrun a
+        stop signal takes effect at the next sync point, where the processes agree on it."""
         cfg = self.cfg
         eval_results = None
         saved = self.iteration
@@ -239,37 +250,40 @@ class Trainer:
             n_iter = self.iteration
             tic = time.perf_counter()
             log_now = (n_iter + 1) % cfg.train.log_iters == 0 or n_iter + 1 == cfg.train.max_iters
-            values, stopping = self._step(step, next(batches)[1], n_iter, stop.received is not None,
-                                          probe=cfg.train.oversmoothing_probe and log_now)
-            throughput.add(1, cfg.data.batch_size, time.perf_counter() - tic)
+            self._step(step, next(batches)[1], n_iter, stop.received is not None,
+                       probe=cfg.train.oversmoothing_probe and log_now)
             self.iteration = n_iter + 1
-            self.meter.add(values)
-            lr = self.optimizer.param_groups[0]["lr"]
-            shown = {k: v for k, v in values.items() if not k.startswith("probe")}
-            progress.update(self.iteration, {**shown, "lr": lr}, throughput.images_per_second(),
-                            throughput.eta_seconds())
             last = self.iteration == cfg.train.max_iters
+            checkpoint_now = self.iteration % cfg.train.ckpt_iters == 0 or last
+            evaluate_now = self.val is not None and (self.iteration % cfg.train.eval_iters == 0 or last)
+            alone_and_asked = stop.received is not None and self.info.world_size == 1
+            if log_now or checkpoint_now or evaluate_now or alone_and_asked:
+                self._settle()
+            throughput.add(1, cfg.data.batch_size, time.perf_counter() - tic)
+            lr = self.optimizer.param_groups[0]["lr"]
+            progress.update(self.iteration, {**self.shown, "lr": lr}, throughput.images_per_second(),
+                            throughput.eta_seconds())
             if log_now:
                 progress.clear()
                 self._log(lr, throughput, metrics)
             # The checkpoint first: an evaluation that fails (a bad validation file) then loses no training.
-            if self.iteration % cfg.train.ckpt_iters == 0 or last or (stopping and self.iteration > saved):
+            if checkpoint_now or (self.stop_agreed and self.iteration > saved):
                 progress.clear()
                 self.save_checkpoint()
                 saved = self.iteration
-            if stopping:
+            if self.stop_agreed:
                 return eval_results, True
-            if self.val is not None and (self.iteration % cfg.train.eval_iters == 0 or last):
+            if evaluate_now:
                 progress.clear()
                 eval_results = self._evaluate(metrics)
         return eval_results, False
 
     def _step(self, step: torch.nn.Module, raw_batch: Dict[str, Any], n_iter: int, stop_requested: bool,
-              probe: bool) -> Tuple[Dict[str, float], bool]:
-        """One optimizer step, applied only when the loss and the gradients are finite.
+              probe: bool) -> None:
+        """One optimizer step, applied only when the loss and the gradients are finite (fp16: when the gradient
+        scaler finds no overflow), decided on the device where the optimizer allows it, else after a host read.
 
-        Returns the loss and its terms (averaged over ranks) as floats, and whether any rank was asked to stop; all
-        of it is read with one host synchronisation.
+        The loss, its terms and the flags are averaged over the processes and queued for ``_settle``.
         """
         batch = TrainBatch.from_loader(raw_batch, self.device,
                                        rng_keys=sample_keys(self.cfg.train.seed, n_iter, self.slots))
@@ -280,31 +294,39 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            grads_ok = loss.new_ones((), dtype=torch.float32)  # the GradScaler skips overflowing steps itself
         else:
             loss.backward()
-            grads_ok = plain_tensor(grads_finite(self.optimizer))  # FSDP: computed from the shards
-        flags = torch.stack([grads_ok.to(loss.device), loss.new_tensor(float(stop_requested), dtype=torch.float32)])
-        stacked = torch.cat([torch.stack([loss.detach().float()] + [v.float() for v in terms.values()]), flags])
-        *numbers, all_finite, stop = all_reduce_mean(stacked).tolist()
-        values = dict(zip(["loss"] + list(terms), numbers))
-        check_finite_loss(n_iter + 1, values)
-        if all_finite < 1.0:
-            raise NonFiniteLossError(n_iter + 1, ["gradients"], values)
+        grads_ok = plain_tensor(grads_finite(self.optimizer))  # FSDP: computed from the shards
+        record = step_record(n_iter + 1, loss, terms, grads_ok, stop_requested)
+        record.numbers = all_reduce_mean(record.numbers)
+        self.pending.add(record)
 
         self._fill_idle_grads()
         if self.scaler is not None:
-            scale_before = self.scaler.get_scale()
-            self.scaler.step(self.optimizer)
+            self.scaler.step(self.optimizer)  # skips a step whose gradients overflow, on the device
             self.scaler.update()
-            if self.scaler.get_scale() < scale_before:  # the scaler skipped this step: inf/NaN gradients
+        elif skips_on_device(self.optimizer):
+            finite = torch.isfinite(record.numbers[:-2]).all() & (record.numbers[-2] >= 1.0)
+            step_unless(self.optimizer, (~finite).float())
+        else:
+            self._settle()  # raises before the update when something is not finite
+            self.optimizer.step()
+
+    def _settle(self) -> None:
+        """Read the queued iterations (one host sync) and handle them in order: a non-finite loss, or non-finite
+        gradients outside fp16, raises NonFiniteLossError naming the first such iteration (whose update was not
+        applied); fp16 overflow steps are counted; the values go to the log window and the progress line; a stop
+        request of any process is remembered in ``stop_agreed``."""
+        for report in self.pending.read():
+            check_finite_loss(report.iteration, report.values)
+            if not report.grads_finite:
+                if self.scaler is None:
+                    raise NonFiniteLossError(report.iteration, ["gradients"], report.values)
                 self.skipped += 1
                 self.skipped_window += 1
-        else:
-            self.optimizer.step()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return values, stop > 0
+            self.meter.add(report.values)
+            self.shown = {k: v for k, v in report.values.items() if not k.startswith("probe")}
+            self.stop_agreed = self.stop_agreed or report.stop_requested
 
     def _phase(self, n_iter: int) -> Tuple:
         """What decides which parameters the step trains at ``n_iter``: the active loss terms and the CAM the pseudo

@@ -30,6 +30,26 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> Tuple[torch.optim.Op
     return optimizer, schedule
 
 
+def skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` can skip an update on a flag that stays on the device: torch's fused Adam / AdamW read
+    ``found_inf`` (the protocol ``torch.amp.GradScaler`` uses), so no host read is needed before the step."""
+    return bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()`` that changes nothing (parameters, moments, step counts) where ``skip`` is 1.
+
+    ``skip``: 0-d float32 on the parameters' device, 0.0 or 1.0; decided by the kernel, without a host sync.
+    Needs ``skips_on_device(optimizer)``.
+    """
+    optimizer.grad_scale = None
+    optimizer.found_inf = skip
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+
+
 def poly_warmup_multiplier(step: int, *, warmup_iters: int, max_iters: int, warmup_ratio: float,
                            power: float) -> float:
     """The learning-rate multiplier of optimizer step ``step`` (0-based), as in the official PolyWarmupAdamW."""

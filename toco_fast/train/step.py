@@ -25,6 +25,7 @@ gradient scaling are the caller's business: it returns the weighted loss and the
 term.
 """
 import contextlib
+import functools
 from typing import Callable, ContextManager, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import torch
@@ -144,8 +145,9 @@ def loss_terms(out, batch: TrainBatch, cams: Optional[torch.Tensor], cams_aux: O
                                     temp=cfg.loss.ctc_temp)
     if "seg" in names or "reg" in names:
         label_cams = cams_aux if pseudo_label_cam(cfg.loss, n_iter) == "aux" else cams
-        terms.update(_seg_terms(out.seg_logits, batch, label_cams, cfg, names, energy,
-                                refine or refine_cams_with_bkg, energy_fn or energy_loss))
+        refine = refine or functools.partial(refine_cams_with_bkg, max_present=batch.max_present)
+        terms.update(_seg_terms(out.seg_logits, batch, label_cams, cfg, names, energy, refine,
+                                energy_fn or energy_loss))
     if "ptc" in names:
         with record_function("toco.ptc"):
             terms["ptc"] = _ptc_term(out.features, cams_aux, batch, cfg)
