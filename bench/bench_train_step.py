@@ -1,14 +1,17 @@
 """Train-step benchmark: the literal (official-structure) step against the fused step, one whole iteration each
 (step, backward, AdamW), interleaved, on the same weights and batch.
 
-Prints ``config | step | precision | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up`` (speed-up: the literal
-fp32 row's median over this row's, per configuration) and a per-phase breakdown (profiler ranges of the step:
+Prints ``config | step | precision | mode | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up`` (speed-up: the
+literal fp32 eager row's median over this row's, per configuration; mode ``compiled``: the encoder blocks compiled as
+``--compile`` does, compilation in the warm-up iterations) and a per-phase breakdown (profiler ranges of the step:
 global pass, multi-scale CAMs, local crops + pass, PTC, CTC, PAR + seg, energy; backward; optimizer). FLOPs are
 counted by ``torch.utils.flop_counter.FlopCounterMode`` over one iteration; MFU is against the device's dense bf16
 peak where it is known. Every loss term is on (the VOC schedule after iteration 2000).
 
     python bench/bench_train_step.py                       # CPU rows: ViT-Ti/224 B=2, and the demo config
     python bench/bench_train_step.py --device cuda --backbone vit_base_patch16_224 --size 448 --batch 4
+    python bench/bench_train_step.py --device cuda --backbone vit_base_patch16_224 --size 448 --batch 16 \
+        --grad-ckpt --steps fused --precisions bf16 --no-demo
 """
 import argparse
 import copy
@@ -25,6 +28,7 @@ from toco_fast.config import Config, load_config  # noqa: E402
 from toco_fast.data import TrainBatch  # noqa: E402
 from toco_fast.losses.energy import build_energy_loss  # noqa: E402
 from toco_fast.model.factory import build_model  # noqa: E402
+from toco_fast.parallel.wrap import checkpoint_blocks, compile_blocks  # noqa: E402
 from toco_fast.train.literal import literal_train_step  # noqa: E402
 from toco_fast.train.optim import build_optimizer, fill_idle_grads  # noqa: E402
 from toco_fast.train.precision import resolve_precision  # noqa: E402
@@ -119,21 +123,25 @@ def bench_one(name: str, cfg: Config, args, device: torch.device) -> List[dict]:
     runs = {}
     for step in args.steps:
         for precision in args.precisions:
-            model = copy.deepcopy(base)
-            optimizer, _ = build_optimizer(model, cfg)
-            autocast = resolve_precision(precision, device).autocast
-            key = f"{step}/{precision}"
-            runs[key] = (lambda fn=STEPS[step], m=model, o=optimizer, a=autocast:
-                         iteration(fn, m, o, batch, cfg, energy, a))
+            for mode in args.modes:
+                model = copy.deepcopy(base)
+                if args.grad_ckpt:
+                    checkpoint_blocks(model.encoder.blocks)
+                if mode == "compiled":
+                    compile_blocks(model.encoder.blocks)
+                optimizer, _ = build_optimizer(model, cfg)
+                autocast = resolve_precision(precision, device).autocast
+                runs[f"{step}/{precision}/{mode}"] = (lambda fn=STEPS[step], m=model, o=optimizer, a=autocast:
+                                                      iteration(fn, m, o, batch, cfg, energy, a))
     measured = {m.path: m for m in compare(name, "iteration", runs, device, warmup=args.warmup,
                                            repeats=args.repeats)}
     rows = []
-    baseline = measured.get("literal/fp32")
+    baseline = measured.get("literal/fp32/eager")
     peak = peak_tflops(device)
     for key, run in runs.items():
         m = measured[key]
-        step, precision = key.split("/")
-        row = {"config": name, "step": step, "precision": precision, "measurement": m}
+        step, precision, mode = key.split("/")
+        row = {"config": name, "step": step, "precision": precision, "mode": mode, "measurement": m}
         if not m.error:
             flops = count_flops(run)
             seconds = m.median / 1e3
@@ -146,16 +154,17 @@ def bench_one(name: str, cfg: Config, args, device: torch.device) -> List[dict]:
 
 
 def render(rows: List[dict]) -> str:
-    out = ["| config | step | precision | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| config | step | precision | mode | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["measurement"]
+        head = f"| {r['config']} | {r['step']} | {r['precision']} | {r['mode']} |"
         if m.error:
-            out.append(f"| {r['config']} | {r['step']} | {r['precision']} | {m.error} | | | | | |")
+            out.append(f"{head} {m.error} | | | | | |")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") is not None else "unknown"
         speedup = f"{r['speedup']:.2f}x" if r.get("speedup") else "n/a"
-        out.append(f"| {r['config']} | {r['step']} | {r['precision']} | {m.median:.1f} | {r['img_s']:.2f} | "
+        out.append(f"{head} {m.median:.1f} | {r['img_s']:.2f} | "
                    f"{m.peak_mb:.0f} | {r['tflops']:.3f} | {mfu} | {speedup} |")
     return "\n".join(out)
 
@@ -164,11 +173,11 @@ def render_phases(rows: List[dict]) -> str:
     shown = [r for r in rows if r.get("phases")]
     if not shown:
         return ""
-    out = ["| config | step | precision | " + " | ".join(p.split(".")[1] for p in PHASES) + " |",
-           "|---|---|---|" + "---|" * len(PHASES)]
+    out = ["| config | step | precision | mode | " + " | ".join(p.split(".")[1] for p in PHASES) + " |",
+           "|---|---|---|---|" + "---|" * len(PHASES)]
     for r in shown:
         cells = [f"{r['phases'][p]:.1f}" if p in r["phases"] else "-" for p in PHASES]
-        out.append(f"| {r['config']} | {r['step']} | {r['precision']} | " + " | ".join(cells) + " |")
+        out.append(f"| {r['config']} | {r['step']} | {r['precision']} | {r['mode']} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -183,6 +192,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=list(STEPS))
     parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16", "fp16"],
                         help="default: fp32 (CPU); fp32 and bf16 (CUDA)")
+    parser.add_argument("--modes", nargs="+", default=None, choices=["eager", "compiled"],
+                        help="default: eager (CPU: compiling takes minutes); eager and compiled (CUDA)")
+    parser.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per block, every row")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo-config rows")
     parser.add_argument("--breakdown", action="store_true", help="also profile one iteration per row")
     parser.add_argument("--repeats", type=int, default=5)
@@ -191,8 +203,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     args.precisions = args.precisions or (["fp32", "bf16"] if device.type == "cuda" else ["fp32"])
+    args.modes = args.modes or (["eager", "compiled"] if device.type == "cuda" else ["eager"])
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are true fp32, as the official recipe
-    name = f"{args.backbone}/{args.size} B={args.batch}"
+    name = f"{args.backbone}/{args.size} B={args.batch}" + (" grad-ckpt" if args.grad_ckpt else "")
     rows = bench_one(name, bench_config(args, demo=False), args, device)
     if not args.no_demo:
         rows += bench_one("demo (synthetic_tiny)", bench_config(args, demo=True), args, device)
@@ -206,10 +219,10 @@ def main(argv=None) -> int:
     if device.type != "cuda":
         print("\nGPU rows (ViT-B/448 B=4, bf16, MFU) need a CUDA GPU; not run here.")
     if args.csv:
-        write_csv(args.csv, "bench_train_step", [Measurement(r["config"], f"{r['step']}/{r['precision']}",
-                                                             "iteration", r["measurement"].times_ms,
-                                                             r["measurement"].peak_mb, r["measurement"].error)
-                                                 for r in rows])
+        write_csv(args.csv, "bench_train_step",
+                  [Measurement(r["config"], f"{r['step']}/{r['precision']}/{r['mode']}", "iteration",
+                               r["measurement"].times_ms, r["measurement"].peak_mb, r["measurement"].error)
+                   for r in rows])
     return 0
 
 
