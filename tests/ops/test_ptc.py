@@ -353,3 +353,11 @@ def test_kernel_memory_is_linear_in_tokens():
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - start
     assert extra < 8 * tokens.numel() * 4, f"{extra / 2**20:.1f} MB: more than O(B*N*D)"  # N x N fp32 = 128 MB
+
+
+def test_check_values_false_skips_only_the_label_range_read():
+    tokens, labels = torch.randn(2, 6, 8), torch.tensor([[0, 1, 255, 1, 0, 2], [2, 2, 0, 255, 1, 1]])
+    assert torch.equal(ptc_loss(tokens, labels, check_values=False), ptc_loss(tokens, labels))
+    ptc_loss(tokens, labels + 300, check_values=False)  # the range is the caller's promise: not read
+    with pytest.raises(ValueError, match="token_labels"):
+        ptc_loss(tokens, labels.float(), check_values=False)  # the other checks stay

@@ -40,7 +40,7 @@ def _validate_tokens(tokens: torch.Tensor) -> None:
         raise ValueError(f"tokens: expected a non-empty [B,N,D] tensor, got shape {tuple(tokens.shape)}")
 
 
-def _validate(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: int) -> None:
+def _validate(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: int, check_values: bool = True) -> None:
     _validate_tokens(tokens)
     check_tensor("token_labels", token_labels, ndim=2, shape_doc="[B,N] integer")
     dtype = token_labels.dtype
@@ -52,7 +52,7 @@ def _validate(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: in
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int) or ignore_index < 0:
         raise ValueError(f"ignore_index: expected an int >= 0, got {ignore_index!r}")
     check_same_device("ptc_loss", tokens=tokens, token_labels=token_labels)
-    if torch.compiler.is_compiling():
+    if not check_values or torch.compiler.is_compiling():
         return  # the value check reads the labels on the host, which a compiled graph cannot do
     out_of_range = ((token_labels < 0) | (token_labels >= ignore_index)) & (token_labels != ignore_index)
     if bool(out_of_range.any()):
@@ -73,6 +73,10 @@ def ptc_loss_reference(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_
         0-d loss in tokens' dtype, differentiable with respect to tokens.
     """
     _validate(tokens, token_labels, ignore_index)
+    return _dense_ptc_loss(tokens, token_labels, ignore_index)
+
+
+def _dense_ptc_loss(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     x = F.normalize(tokens, p=2, dim=-1, eps=NORM_EPS)
     cos = torch.matmul(x, x.transpose(1, 2)).abs()
     n = tokens.shape[1]
@@ -146,22 +150,23 @@ def _use_kernel(op_name: str, impl: Optional[str], tokens: torch.Tensor, *others
 
 
 def ptc_loss(tokens: torch.Tensor, token_labels: torch.Tensor, ignore_index: int = 255,
-             impl: Optional[str] = None) -> torch.Tensor:
+             impl: Optional[str] = None, check_values: bool = True) -> torch.Tensor:
     """PTC loss with the Triton fast path on CUDA (``impl``: see ``toco_fast.ops._dispatch``).
 
     Same arguments and result as :func:`ptc_loss_reference`, except that ``tokens`` and ``token_labels`` must be
     contiguous (ValueError otherwise; from a feature map pass ``fmap.flatten(2).transpose(1, 2).contiguous()``).
     The kernel path takes fp16/bf16/fp32 tokens (float64 runs the reference), accumulates in fp32, and keeps
     memory at O(B*N*D): nothing N x N is materialised in forward or backward. It reads every label once to check
-    its range, which costs one host sync per call.
+    its range, which costs one host sync per call; ``check_values=False`` skips that read for labels that are in
+    range by construction (``toco_fast.method.labels.token_labels_from_cam``'s, in the training step).
     """
-    _validate(tokens, token_labels, ignore_index)
+    _validate(tokens, token_labels, ignore_index, check_values)
     for name, value in (("tokens", tokens), ("token_labels", token_labels)):
         if not value.is_contiguous():
             raise ValueError(f"{name}: expected a contiguous tensor (call .contiguous() first), got strides "
                              f"{value.stride()} for shape {tuple(value.shape)}")
     if not _use_kernel("ptc_loss", impl, tokens, token_labels):
-        return ptc_loss_reference(tokens, token_labels, ignore_index)
+        return _dense_ptc_loss(tokens, token_labels, ignore_index)
     return PTCLossFunction.apply(tokens, token_keys(token_labels, ignore_index))
 
 

@@ -202,7 +202,7 @@ def _ptc_term(features: torch.Tensor, cams_aux: torch.Tensor, batch: TrainBatch,
                                    ignore_index=cfg.data.ignore_index,
                                    image_hw=tuple(batch.images.shape[-2:]) if cfg.loss.ptc_box_fix else None)
     return _per_group(cfg.loss.group_size, _tokens(features), labels,
-                      loss=lambda t, l: ptc_loss(t, l, ignore_index=cfg.data.ignore_index))
+                      loss=lambda t, l: ptc_loss(t, l, ignore_index=cfg.data.ignore_index, check_values=False))
 
 
 def _per_group(group_size: int, *tensors: torch.Tensor, loss: Callable[..., torch.Tensor]) -> torch.Tensor:
