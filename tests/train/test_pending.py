@@ -124,3 +124,46 @@ def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next
     assert [it for it, _ in list_checkpoints(tmp_path)] == [2, 4]
     state = load_checkpoint(tmp_path)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("n_iter", [0, 5])  # contrast only / every term (seg, reg, PAR from iteration 1)
+def test_a_fused_iteration_on_cuda_never_waits_for_the_device(synthetic_root, n_iter):
+    from toco_fast.data import sample_keys
+    from toco_fast.losses.energy import build_energy_loss
+    from toco_fast.model.factory import build_model
+    from toco_fast.train.finite import grads_finite
+    from toco_fast.train.optim import fill_idle_grads
+    from train_helpers import fixed_batch
+
+    cfg = tiny_cfg(synthetic_root)
+    device = torch.device("cuda")
+    cpu = fixed_batch(cfg)
+    raw = {"image": cpu.images, "cls_label": cpu.cls_labels, "img_box": cpu.img_box, "view2": cpu.view2,
+           "local_source": cpu.local_source}
+    raw = {key: value.pin_memory() for key, value in raw.items()}
+    model = build_model(cfg.model).to(device).train()
+    optimizer, schedule = build_optimizer(model, cfg)
+    energy = build_energy_loss(cfg.loss)
+    assert skips_on_device(optimizer)
+
+    def iteration():
+        batch = loop.TrainBatch.from_loader(raw, device, rng_keys=sample_keys(0, n_iter, range(2)))
+        schedule.apply(n_iter)
+        loss, terms = step_module.train_step(model, batch, cfg=cfg, n_iter=n_iter, energy=energy)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        record = step_record(n_iter + 1, loss, terms, grads_finite(optimizer), False)
+        fill_idle_grads(optimizer)
+        finite = torch.isfinite(record.numbers[:-2]).all() & (record.numbers[-2] >= 1.0)
+        step_unless(optimizer, (~finite).float())
+        return record
+
+    iteration()  # first calls: kernel compilation, allocator warm-up, cached device tables
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any operation that waits for the device raises
+    try:
+        record = iteration()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(record.numbers).all() and record.names[0] == "loss"

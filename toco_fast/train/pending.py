@@ -39,8 +39,9 @@ def step_record(iteration: int, loss: torch.Tensor, terms: Dict[str, torch.Tenso
     """Pack the detached loss, its terms and the flags of ``iteration`` into one float32 vector on the loss's
     device (the numbers the processes average with a single all-reduce)."""
     values = [loss.detach().float()] + [value.float() for value in terms.values()]
+    # torch.full fills on the device; a tensor made from a Python number would be a blocking host-to-device copy.
     flags = [grads_ok.to(device=loss.device, dtype=torch.float32),
-             loss.new_tensor(float(stop_requested), dtype=torch.float32)]
+             torch.full((), float(stop_requested), dtype=torch.float32, device=loss.device)]
     return StepRecord(iteration, ("loss",) + tuple(terms), torch.stack(values + flags))
 
 
