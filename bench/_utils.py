@@ -1,10 +1,11 @@
 """Shared benchmark helpers: interleaved timing, peak memory, markdown table and CSV rows.
 
 Every ``bench/bench_<op>.py`` times its reference and fast paths in the same run, interleaved, and prints
-``size | path | mode | p50 ms | p20 ms | p80 ms | peak MB | speed-up`` rows. Absolute times mean something only
-on a GPU; on CPU read the ratios.
+``size | path | mode | p50 ms | p20 ms | p80 ms | peak MB | speed-up`` rows (peak MB: what one call adds at its
+peak, see ``peak_memory_mb``). Absolute times mean something only on a GPU; on CPU read the ratios.
 """
 import csv
+import ctypes
 import datetime
 import os
 import resource
@@ -44,9 +45,30 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024.0
+    raise KeyError(field)
+
+
+def _reset_rss_peak() -> bool:
+    """Linux with glibc: hand freed heap memory back to the OS (so that the call's allocations show in the resident
+    set instead of reusing freed pages) and reset the resident-set high-water mark. False elsewhere."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak memory of one call: CUDA max-allocated above the starting allocation, or the process RSS high-water
-    mark on CPU (only grows, so CPU peaks are an upper bound per row, measured in the order rows run)."""
+    """Peak memory of one call: CUDA max-allocated above the starting allocation; on CPU (Linux, glibc) the
+    resident-set high-water mark above the starting resident set, after freed heap memory went back to the OS;
+    elsewhere the process RSS high-water mark (only grows, so an upper bound, in the order rows run)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -54,8 +76,12 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float:
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - start) / 2**20
+    if not _reset_rss_peak():
+        fn()
+        return _rss_mb()
+    start = _status_mb("VmRSS:")
     fn()
-    return _rss_mb()
+    return _status_mb("VmHWM:") - start
 
 
 def compare(size: str, mode: str, paths: Dict[str, Callable[[], object]], device: torch.device,

@@ -5,15 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from lattice_helpers import image_batch, natural_image, require_extension, rloss_lattice_filter
+from lattice_helpers import image_batch, natural_image, rloss_lattice_filter
 from toco_fast.ops.bilateral import bilateral_filter, bilateral_filter_reference, pixel_features_reference
 
 pytestmark = pytest.mark.usefixtures("extension_built")
-
-
-@pytest.fixture
-def extension_built():
-    require_extension()
 
 
 def _features(images: torch.Tensor, sigma_rgb: float, sigma_xy: float) -> torch.Tensor:

@@ -4,18 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from lattice_helpers import natural_image, require_extension, smooth_probs
+from lattice_helpers import natural_image, smooth_probs
 from toco_fast.ops.crf import dense_crf, dense_crf_batch, dense_crf_reference, unary_from_probs
 
 pytestmark = pytest.mark.usefixtures("extension_built")
 
 TOCO_INFER = dict(gauss_sxy=1.0, gauss_compat=1.0, bilateral_sxy=121.0, bilateral_srgb=5.0, bilateral_compat=4.0)
 TOCO_PSEUDO = dict(bilateral_sxy=50.0, bilateral_srgb=5.0)
-
-
-@pytest.fixture
-def extension_built():
-    require_extension()
 
 
 def pydensecrf_posteriors(image, probs, iters=10, gauss_sxy=3.0, gauss_compat=3.0, bilateral_sxy=80.0,

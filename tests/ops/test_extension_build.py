@@ -1,5 +1,5 @@
-"""The lattice extension is built, and with its CUDA kernels where they were asked for (TOCO_FAST_CUDA=1, as on CI)
-or a GPU is visible."""
+"""The extension is built (lattice and native PAR kernel), and with its CUDA kernels where they were asked for
+(TOCO_FAST_CUDA=1, as on CI) or a GPU is visible."""
 import os
 import shutil
 
@@ -10,7 +10,8 @@ import torch
 def test_extension_imports():
     from toco_fast.ops.extension import extension
 
-    assert hasattr(extension("test"), "lattice_filter")
+    module = extension("test")
+    assert hasattr(module, "lattice_filter") and hasattr(module, "par_refine")
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None or not torch.version.cuda

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from lattice_helpers import require_extension
 from toco_fast.ops import library
 from toco_fast.ops.par import DEFAULT_DILATIONS, neighbour_offsets, par, position_term
 from toco_fast.ops.ptc import ptc_loss, token_keys
@@ -24,16 +25,20 @@ def test_ptc_ops_pass_opcheck():
     torch.library.opcheck(library.ptc_grad, (xhat, norms, keys, weights))
 
 
-def test_par_op_passes_opcheck():
-    images = torch.rand(1, 3, 12, 12)
-    masks = torch.rand(1, 2, 12, 12).softmax(dim=1)
+@pytest.mark.parametrize("op_name,num_valid", [("par_refine", None),  # Triton
+                                                ("par_refine_cpu", None), ("par_refine_cpu", torch.tensor([2, 1]))])
+def test_par_ops_pass_opcheck(op_name, num_valid):
+    if op_name == "par_refine_cpu":
+        require_extension()
+    images = torch.rand(2, 3, 12, 11)
+    masks = torch.rand(2, 2, 12, 11).softmax(dim=1)
     offsets = torch.tensor(neighbour_offsets(DEFAULT_DILATIONS[:2]), dtype=torch.int32)
-    torch.library.opcheck(library.par_refine, (images, masks, offsets, position_term(DEFAULT_DILATIONS[:2]), 2,
-                                               None, 0.3, 1e-8))
+    torch.library.opcheck(getattr(library, op_name), (images, masks, offsets, position_term(DEFAULT_DILATIONS[:2]),
+                                                      2, num_valid, 0.3, 1e-8))
 
 
 def test_lattice_ops_pass_opcheck():
-    pytest.importorskip("toco_fast._C")
+    require_extension()
     images = torch.rand(1, 3, 6, 7) * 255
     features = library.lattice_features(images, 5, 10.0, 15.0)
     assert features.shape == (1, 42, 5)
@@ -41,8 +46,12 @@ def test_lattice_ops_pass_opcheck():
     torch.library.opcheck(library.lattice_filter, (features, torch.rand(1, 42, 3), False))
 
 
-def test_compiled_region_with_the_ops_keeps_one_graph():
-    """fullgraph=True fails at any graph break: the Triton PTC loss and PAR trace as single nodes."""
+@pytest.mark.parametrize("par_impl", ["triton", "native"])
+def test_compiled_region_with_the_ops_keeps_one_graph(par_impl):
+    """fullgraph=True fails at any graph break: the Triton PTC loss and PAR (either fast path) trace as single
+    nodes."""
+    if par_impl == "native":
+        require_extension()
     tokens, _ = _tokens_and_keys()
     labels = torch.randint(0, 3, (2, 20))
     images = torch.rand(1, 3, 12, 12)
@@ -50,7 +59,7 @@ def test_compiled_region_with_the_ops_keeps_one_graph():
 
     def region(tokens, labels, images, masks):
         loss = ptc_loss(torch.nn.functional.normalize(tokens, dim=-1) * 3, labels, impl="triton")
-        refined = par(images, masks, dilations=(1, 2), num_iter=2, impl="triton")
+        refined = par(images, masks, dilations=(1, 2), num_iter=2, impl=par_impl)
         return loss, refined
 
     compiled = torch.compile(region, fullgraph=True, backend="aot_eager")

@@ -1,14 +1,18 @@
-"""PAR: reference vs an independent numpy implementation, Triton kernel vs reference, and the batched
-``refine_cams_with_bkg`` vs a per-image, per-threshold oracle written like the official loop."""
+"""PAR: reference vs an independent numpy implementation, the fast paths (Triton kernel, native C++ CPU kernel) vs
+reference, and the batched ``refine_cams_with_bkg`` vs a per-image, per-threshold oracle written like the official
+loop."""
 import math
+import types
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from lattice_helpers import require_extension
 from tolerances import assert_close_fp32
 from toco_fast.method.refine import refine_cams_with_bkg
+from toco_fast.ops._dispatch import resolve_impl
 from toco_fast.ops.par import affinity_reference, neighbour_offsets, par, par_reference, position_term
 
 PAR_ATOL = 1e-5
@@ -214,8 +218,26 @@ def test_error_names_the_argument():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Triton kernel (interpreter on CPU) vs reference
+# Fast paths vs reference: the Triton kernel (interpreter without a GPU) within PAR_ATOL, and the native C++ kernel
+# (toco_fast._C, CPU) within the suite's fp32 tolerance (tolerances.py: rtol 1e-5, atol 1e-6), float64 inputs too
+# (it computes in fp32 and returns float64).
 # ---------------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(params=["triton", "native"])
+def fast_path(request, kernel_device):
+    """(impl, device) of a fast PAR path; the native one is skipped when toco_fast._C is not built."""
+    if request.param == "native":
+        require_extension()
+        return "native", torch.device("cpu")
+    return "triton", kernel_device
+
+
+def assert_fast_path_close(impl, actual, expected, what=""):
+    if impl == "native":
+        assert_close_fp32(actual, expected, what=what)
+    else:
+        assert (actual.double() - expected.double()).abs().max().item() <= PAR_ATOL, what
+
 
 def test_kernel_affinity_matches_reference(kernel_device):
     from toco_fast.kernels.par import par_affinity_fwd
@@ -228,41 +250,175 @@ def test_kernel_affinity_matches_reference(kernel_device):
 
 
 @pytest.mark.parametrize("shape,mask_shape,num_iter", [
-    ((2, 3, 9, 11), (2, 3, 5, 6), 10),      # full 10 iterations, smaller than the largest dilation
+    ((2, 3, 9, 11), (2, 3, 5, 6), 10),      # full 10 iterations, smaller than the largest dilation (clamping)
     ((1, 3, 37, 53), (1, 5, 19, 27), 2),    # odd sizes, ragged pixel tail
     ((1, 3, 16, 16), (1, 1, 16, 16), 3),    # K = 1
-    ((2, 3, 12, 14), (2, 21, 6, 7), 2),     # K = 21
+    ((2, 3, 12, 14), (2, 21, 6, 7), 1),     # K = 21, one step
+    ((2, 3, 13, 1), (2, 3, 13, 1), 3),      # 1 pixel wide
+    ((1, 3, 1, 17), (1, 2, 1, 17), 3),      # 1 pixel tall
+    ((1, 3, 1, 1), (1, 2, 1, 1), 2),        # 1 pixel: every neighbour is the pixel itself
 ])
-def test_kernel_matches_reference(kernel_device, shape, mask_shape, num_iter):
-    images = torch.rand(shape, device=kernel_device)
-    masks = torch.rand(mask_shape, device=kernel_device)
+def test_kernel_matches_reference(fast_path, shape, mask_shape, num_iter):
+    impl, device = fast_path
+    images = torch.rand(shape, device=device)
+    masks = torch.rand(mask_shape, device=device)
     expected = par_reference(images, masks, num_iter=num_iter)
-    actual = par(images, masks, num_iter=num_iter, impl="triton")
+    actual = par(images, masks, num_iter=num_iter, impl=impl)
     assert actual.shape == expected.shape and actual.dtype == torch.float32
-    assert (actual - expected).abs().max().item() <= PAR_ATOL
+    assert_fast_path_close(impl, actual, expected)
 
 
-def test_kernel_padding_of_k(kernel_device):
-    images = torch.rand(3, 3, 11, 10, device=kernel_device)
-    masks = torch.rand(3, 7, 11, 10, device=kernel_device)
-    num_valid = torch.tensor([7, 3, 0], device=kernel_device)
+def test_kernel_padding_of_k(fast_path):
+    impl, device = fast_path
+    images = torch.rand(3, 3, 11, 10, device=device)
+    masks = torch.rand(3, 7, 11, 10, device=device)
+    num_valid = torch.tensor([7, 3, 0], device=device)
     expected = par_reference(images, masks, num_iter=3, num_valid=num_valid)
-    actual = par(images, masks, num_iter=3, num_valid=num_valid, impl="triton")
-    assert (actual - expected).abs().max().item() <= PAR_ATOL
+    actual = par(images, masks, num_iter=3, num_valid=num_valid, impl=impl)
+    assert_fast_path_close(impl, actual, expected)
     assert (actual[1, 3:] == 0).all() and (actual[2] == 0).all()
     # The real channels do not depend on what the padding holds.
-    unpadded = par(images[1:2, :3], masks[1:2, :3], num_iter=3, impl="triton")
-    assert (actual[1:2, :3] - unpadded).abs().max().item() <= PAR_ATOL
+    unpadded = par(images[1:2], masks[1:2, :3], num_iter=3, impl=impl)
+    assert_fast_path_close(impl, actual[1:2, :3], unpadded)
 
 
-def test_kernel_dtype_promotion_and_custom_dilations(kernel_device):
-    images = torch.rand(1, 3, 10, 9, device=kernel_device)
-    masks = torch.rand(1, 2, 10, 9, device=kernel_device, dtype=torch.float64)
+@pytest.mark.parametrize("image_dtype,mask_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float64),
+                                                    (torch.float64, torch.float32)])
+def test_kernel_dtype_promotion_and_custom_dilations(fast_path, image_dtype, mask_dtype):
+    impl, device = fast_path
+    # Quantised colours like uint8/255 images: flat neighbourhoods (std 0) as well.
+    images = ((torch.randint(0, 3, (1, 3, 10, 9)) * 40) / 255.0).to(device=device, dtype=image_dtype)
+    masks = torch.rand(1, 2, 5, 9, device=device, dtype=mask_dtype)
     expected = par_reference(images, masks, dilations=(1, 3), num_iter=4)
-    actual = par(images, masks, dilations=(1, 3), num_iter=4, impl="triton")
-    assert actual.dtype == torch.float64
-    assert (actual - expected).abs().max().item() <= PAR_ATOL
-    assert torch.equal(par(images, masks, num_iter=0, impl="triton"), par_reference(images, masks, num_iter=0))
+    actual = par(images, masks, dilations=(1, 3), num_iter=4, impl=impl)
+    assert actual.dtype == expected.dtype == torch.float64
+    assert_fast_path_close(impl, actual, expected)
+    assert torch.equal(par(images, masks, num_iter=0, impl=impl), par_reference(images, masks, num_iter=0))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Native C++ kernel only: threads, layouts, dispatch, argument checks
+# ---------------------------------------------------------------------------------------------------------------
+
+native = pytest.mark.usefixtures("extension_built")
+
+
+@native
+def test_native_result_does_not_depend_on_the_thread_count():
+    # Large enough that the affinity and every propagation step split into several tasks (grains in par_cpu.cpp).
+    images = torch.rand(4, 3, 96, 64)
+    masks = torch.rand(4, 3, 96, 64)
+    num_valid = torch.tensor([3, 1, 2, 3])
+    results = []
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        results.append(par(images, masks, num_iter=3, num_valid=num_valid, impl="native"))
+    assert all(torch.equal(results[0], other) for other in results[1:])
+
+
+@native
+def test_native_non_contiguous_inputs():
+    images = torch.rand(2, 3, 12, 9).contiguous(memory_format=torch.channels_last)
+    masks = torch.rand(2, 5, 9, 12).transpose(2, 3)[:, ::2]
+    assert not images.is_contiguous() and not masks.is_contiguous()
+    actual = par(images, masks, num_iter=3, impl="native")
+    assert torch.equal(actual, par(images.contiguous(), masks.contiguous(), num_iter=3, impl="native"))
+    assert_close_fp32(actual, par_reference(images, masks, num_iter=3))
+
+
+@native
+def test_auto_picks_native_on_cpu(monkeypatch):
+    from toco_fast.ops import library
+
+    calls = []
+    native_op = library.par_refine_cpu
+    monkeypatch.setattr(library, "par_refine_cpu", lambda *args: calls.append(1) or native_op(*args))
+    monkeypatch.delenv("TOCO_FAST_KERNELS", raising=False)
+    images, masks = torch.rand(1, 3, 8, 7), torch.rand(1, 2, 8, 7)
+    forced = par(images, masks, num_iter=2, impl="native")
+    assert torch.equal(par(images, masks, num_iter=2), forced) and len(calls) == 2
+    monkeypatch.setenv("TOCO_FAST_KERNELS", "native")
+    assert torch.equal(par(images, masks, num_iter=2), forced) and len(calls) == 3
+    monkeypatch.setenv("TOCO_FAST_KERNELS", "reference")
+    assert torch.equal(par(images, masks, num_iter=2), par_reference(images, masks, num_iter=2))
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize("built", [False, True])
+def test_native_dispatch_without_the_kernel(monkeypatch, built):
+    """Without toco_fast._C, or with one built from sources before par_refine: auto falls back to the reference,
+    forcing native says how to build."""
+    from toco_fast.ops import extension
+
+    def load():
+        if not built:
+            raise ImportError("No module named 'toco_fast._C'")
+        return types.SimpleNamespace(cuda_enabled=lambda: False)
+
+    monkeypatch.setattr(extension, "_load", load)
+    monkeypatch.delenv("TOCO_FAST_KERNELS", raising=False)
+    images, masks = torch.rand(1, 3, 6, 6), torch.rand(1, 2, 6, 6)
+    assert resolve_impl("par", None, images, masks, native="par_refine") == "reference"
+    assert torch.equal(par(images, masks, num_iter=2), par_reference(images, masks, num_iter=2))
+    with pytest.raises(RuntimeError, match=r"par: .*pip install --no-build-isolation -e \."):
+        par(images, masks, impl="native")
+    assert ("older sources without the native par kernel" in extension.extension_status()) == built
+
+
+def test_native_dispatch_rules():
+    cpu, meta = torch.rand(2), torch.empty(2, device="meta")
+    # Ops without a native kernel (PTC) run their reference, so TOCO_FAST_KERNELS=native suits a whole process.
+    assert resolve_impl("ptc_loss", "native", cpu) == "reference"
+    with pytest.raises(RuntimeError, match="CPU tensors only"):
+        resolve_impl("par", "native", cpu, meta, native="par_refine")
+    with pytest.raises(ValueError, match="native"):
+        resolve_impl("par", "fastest", cpu, native="par_refine")
+
+
+def _native_args(**changes):
+    args = dict(images=torch.rand(2, 3, 6, 5), masks=torch.rand(2, 4, 6, 5),
+                offsets=torch.tensor(neighbour_offsets((1, 2)), dtype=torch.int32), pos_term=position_term((1, 2)),
+                num_iter=2, num_valid=None, w1=0.3, std_eps=1e-8)
+    args.update(changes)
+    return args
+
+
+@native
+@pytest.mark.parametrize("changes,message", [
+    ({"images": torch.rand(2, 4, 6, 5)}, r"images must be \[B, 3, H, W\]"),
+    ({"images": torch.rand(2, 3, 6, 5, dtype=torch.float64)}, "images must be float32"),
+    ({"images": torch.rand(2, 3, 5, 6).transpose(2, 3)}, "images must be contiguous"),
+    ({"images": torch.rand(2, 3, 6, 5, device="meta")}, "images is on meta.*CPU tensors only.*Triton"),
+    ({"masks": torch.rand(2, 4, 3, 5)}, r"masks must be \[B, K, H, W\] with the batch size and image size"),
+    ({"masks": torch.rand(1, 4, 6, 5)}, r"masks must be \[B, K, H, W\]"),
+    ({"offsets": torch.zeros(16, 3, dtype=torch.int32)}, r"offsets must be \[N, 2\]"),
+    ({"offsets": torch.zeros(16, 2)}, "offsets must be int32 or int64"),
+    ({"offsets": torch.zeros(1, 2, dtype=torch.int32), "pos_term": torch.ones(1)}, "at least 2 neighbours"),
+    ({"pos_term": torch.ones(15)}, r"pos_term must be float32 \[N\] with N = 16"),
+    ({"num_iter": -1}, "num_iter must be >= 0"),
+    ({"num_valid": torch.tensor([1])}, r"num_valid must be \[B\] with B = 2"),
+    ({"num_valid": torch.tensor([1.0, 2.0])}, "num_valid must be an integer tensor"),
+    ({"w1": 0.0}, "w1 must be a finite positive number"),
+])
+def test_native_bad_input_raises(changes, message):
+    from toco_fast import _C
+
+    with pytest.raises(RuntimeError, match=message):
+        _C.par_refine(**_native_args(**changes))
+
+
+@native
+def test_native_clamps_num_valid_and_huge_offsets():
+    from toco_fast import _C
+
+    args = _native_args()
+    out = _C.par_refine(**{**args, "num_valid": torch.tensor([9, -1])})
+    assert torch.equal(out, _C.par_refine(**{**args, "num_valid": torch.tensor([4, 0])}))
+    assert (out[1] == 0).all()
+    # An offset far beyond the image reads the same clamped pixels as one of the image size.
+    huge = args["offsets"].long() * 2 ** 40
+    assert torch.equal(_C.par_refine(**{**args, "offsets": huge}),
+                       _C.par_refine(**{**args, "offsets": args["offsets"].sign() * 6}))
 
 
 @pytest.mark.cuda

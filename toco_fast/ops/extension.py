@@ -1,5 +1,6 @@
-"""Access to the compiled permutohedral-lattice extension ``toco_fast._C`` (imported on first use, never by
-``import toco_fast``), with an error that says how to build it when it is missing."""
+"""Access to the compiled extension ``toco_fast._C`` (the permutohedral lattice on CPU and CUDA, and the native CPU
+PAR kernel), imported on first use, never by ``import toco_fast``, with an error that says how to build it when it
+is missing."""
 import functools
 
 import torch
@@ -16,13 +17,42 @@ def _load():
     return _C
 
 
+# The ``toco_fast._C`` function of every op with a native CPU kernel (``impl="native"``, toco_fast.ops._dispatch).
+NATIVE_FUNCTIONS = {"par": "par_refine"}
+
+
 def extension_status() -> str:
     """One line for ``python -m toco_fast.info``: built (with or without CUDA kernels), or why not."""
     try:
         module = _load()
     except ImportError as exc:
         return f"not built ({exc}); {BUILD_HINT}"
-    return "built, with CUDA kernels" if module.cuda_enabled() else "built, CPU only"
+    status = "built, with CUDA kernels" if module.cuda_enabled() else "built, CPU only"
+    missing = [op for op, function in NATIVE_FUNCTIONS.items() if not hasattr(module, function)]
+    if missing:
+        status += f"; built from older sources without the native {', '.join(missing)} kernel (rebuild it)"
+    return status
+
+
+def has_function(name: str) -> bool:
+    """Whether ``toco_fast._C`` is built and has the function ``name`` (a build from older sources may lack it)."""
+    try:
+        return hasattr(_load(), name)
+    except ImportError:
+        return False
+
+
+def require_function(op_name: str, name: str):
+    """Return the ``toco_fast._C`` function ``name`` that runs ``op_name`` natively.
+
+    Raises:
+        RuntimeError: the extension is not built, or was built from sources that did not have ``name`` yet.
+    """
+    module = extension(op_name)
+    if not hasattr(module, name):
+        raise RuntimeError(f"{op_name}: toco_fast._C has no {name}: it was built from older sources; rebuild "
+                           f"it: {BUILD_HINT}")
+    return getattr(module, name)
 
 
 def extension(op_name: str, *tensors: torch.Tensor):

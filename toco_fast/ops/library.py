@@ -1,9 +1,10 @@
 """The device launchers as torch custom ops (``torch.ops.toco_fast.*``).
 
 ``torch.compile`` sees each as one graph node whose output shapes and dtypes it knows from ``register_fake``, so a
-compiled region that contains the PTC loss, PAR or the lattice filter keeps one graph instead of breaking at a
-Triton launch or an extension call. Called eagerly, each op runs its launcher unchanged. The autograd rules stay in
-the ``torch.autograd.Function`` of each op module (``ptc.py``, ``bilateral.py``), which call these ops.
+compiled region that contains the PTC loss, PAR (Triton ``par_refine`` or native CPU ``par_refine_cpu``) or the
+lattice filter keeps one graph instead of breaking at a Triton launch or an extension call. Called eagerly, each op
+runs its launcher unchanged. The autograd rules stay in the ``torch.autograd.Function`` of each op module
+(``ptc.py``, ``bilateral.py``), which call these ops.
 """
 from typing import Callable, Optional, Tuple
 
@@ -63,6 +64,14 @@ def _par_refine_fake(images: Tensor, masks: Tensor, offsets: Tensor, pos_term: T
     return torch.empty_like(masks, dtype=torch.float32)
 
 
+def _par_refine_cpu(images: Tensor, masks: Tensor, offsets: Tensor, pos_term: Tensor, num_iter: int,
+                    num_valid: Optional[Tensor], w1: float, std_eps: float) -> Tensor:
+    from toco_fast.ops.extension import NATIVE_FUNCTIONS, require_function
+
+    par_refine_native = require_function("par", NATIVE_FUNCTIONS["par"])
+    return par_refine_native(images, masks, offsets, pos_term, num_iter, num_valid, w1, std_eps)
+
+
 def _lattice_features(images: Tensor, dim: int, sigma_xy: float, sigma_rgb: float) -> Tensor:
     from toco_fast.ops.extension import extension
 
@@ -88,5 +97,6 @@ ptc_normalize = _define("ptc_normalize", _ptc_normalize, _ptc_normalize_fake)
 ptc_pair_sums = _define("ptc_pair_sums", _ptc_pair_sums, _ptc_pair_sums_fake)
 ptc_grad = _define("ptc_grad", _ptc_grad, _ptc_grad_fake)
 par_refine = _define("par_refine", _par_refine, _par_refine_fake)
+par_refine_cpu = _define("par_refine_cpu", _par_refine_cpu, _par_refine_fake)
 lattice_features = _define("lattice_features", _lattice_features, _lattice_features_fake)
 lattice_filter = _define("lattice_filter", _lattice_filter, _lattice_filter_fake)

@@ -13,13 +13,14 @@ so the weights of one pixel sum to 1 + w2 (the official code does not renormalis
 bilinearly (``align_corners=True``) to the image size, then ``num_iter`` times every channel independently becomes
 ``m(p) <- sum_n A_n(p) * m(nb_n(p))``.
 
-Inference only: both paths run under ``torch.no_grad()`` and return tensors without a graph (PAR only ever
+Inference only: every path runs under ``torch.no_grad()`` and returns tensors without a graph (PAR only ever
 refines detached CAMs into pseudo-labels).
 
 Padding of ragged class counts: ``num_valid[b]`` (optional) says that only the first ``num_valid[b]`` channels of
 image b are real; the others are returned as 0 (the kernel skips them). Because channels never mix, padding never
 changes the real channels.
 """
+import functools
 import math
 from typing import Optional, Sequence, Tuple
 
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from toco_fast.ops import library
 from toco_fast.ops._checks import check_same_device, check_tensor
 from toco_fast.ops._dispatch import resolve_impl
+from toco_fast.ops.extension import NATIVE_FUNCTIONS
 
 DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 W1 = 0.3
@@ -65,6 +67,14 @@ def position_term(dilations: Sequence[int]) -> torch.Tensor:
     fp32 whatever the image dtype, as the official module builds it from fp32 buffers.
     """
     return (W2 * _position_softmax(_position_distances(dilations))).flatten()
+
+
+@functools.lru_cache(maxsize=None)
+def _neighbour_tables(dilations: Tuple[int, ...], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The kernels' neighbour offsets ``[N,2]`` int32 and position term ``[N]`` fp32 on ``device``, made once per
+    (dilations, device): copying them from the host on every call would make each call wait for the GPU."""
+    offsets = torch.tensor(neighbour_offsets(dilations), dtype=torch.int32)
+    return offsets.to(device), position_term(dilations).to(device)
 
 
 def _dilated_neighbours(x: torch.Tensor, dilations: Sequence[int]) -> torch.Tensor:
@@ -172,19 +182,23 @@ def par_reference(images: torch.Tensor, masks: torch.Tensor, dilations: Sequence
 @torch.no_grad()
 def par(images: torch.Tensor, masks: torch.Tensor, dilations: Sequence[int] = DEFAULT_DILATIONS,
         num_iter: int = 10, num_valid: Optional[torch.Tensor] = None, impl: Optional[str] = None) -> torch.Tensor:
-    """PAR with the Triton fast path on CUDA (see ``toco_fast.ops._dispatch`` for ``impl``).
+    """PAR with a fast path: the Triton kernel on CUDA, the native C++ kernel (``toco_fast._C``) on the CPU (see
+    ``toco_fast.ops._dispatch`` for ``impl``).
 
-    Same arguments and result as :func:`par_reference`. The kernel path computes in fp32 (inputs are cast) and
-    returns the promoted dtype of images and masks; it never materialises the [B,K,48,H,W] neighbour tensor.
+    Same arguments and result as :func:`par_reference`. The fast paths compute in fp32 (inputs are cast, and made
+    contiguous) and return the promoted dtype of images and masks; they never materialise the [B,K,48,H,W]
+    neighbour tensor.
     """
     dilations = _validate(images, masks, dilations, num_iter, num_valid)
-    if resolve_impl("par", impl, images, masks) == "reference":
+    path = resolve_impl("par", impl, images, masks, native=NATIVE_FUNCTIONS["par"])
+    if path == "reference":
         return par_reference(images, masks, dilations, num_iter, num_valid)
     out_dtype = torch.promote_types(images.dtype, masks.dtype)
     resized = _resize_and_pad(images, masks, num_valid)
     if num_iter == 0:
         return resized.to(out_dtype)
-    offsets = torch.tensor(neighbour_offsets(dilations), dtype=torch.int32)
-    refined = library.par_refine(images.float(), resized.float(), offsets, position_term(dilations), num_iter,
-                                 num_valid, W1, STD_EPS)
+    offsets, pos_term = _neighbour_tables(dilations, images.device)
+    refine = library.par_refine_cpu if path == "native" else library.par_refine
+    refined = refine(images.float().contiguous(), resized.float().contiguous(), offsets, pos_term, num_iter,
+                     num_valid, W1, STD_EPS)
     return refined.to(out_dtype)
