@@ -46,7 +46,9 @@ def _argmax_label(scores: torch.Tensor, slot: torch.Tensor, keys: torch.Tensor) 
     keys [B,K'] class index per slot. Returns [B,H,W] long."""
     picked = scores.gather(1, slot.clamp(min=0)[:, :, None, None].expand(-1, -1, *scores.shape[-2:]))
     picked = picked.masked_fill((slot < 0)[:, :, None, None], float("-inf"))
-    best = picked.argmax(dim=1)
+    # Channels last first: over these few channels the CPU argmax of a strided dim is ~5x slower than of a
+    # contiguous one. Same indices, ties included (the first maximum).
+    best = picked.permute(0, 2, 3, 1).contiguous().argmax(dim=-1)
     return keys.gather(1, best.flatten(1)).view_as(best)
 
 
