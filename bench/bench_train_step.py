@@ -72,7 +72,7 @@ def random_batch(cfg: Config, device: torch.device) -> TrainBatch:
         row[torch.randperm(classes, generator=generator)[:1 + int(torch.randint(3, (1,), generator=generator))]] = 1
     box = torch.tensor([[0, size, 0, size]] * batch)
     return TrainBatch(images().to(device), labels.to(device), box.to(device), images().to(device),
-                      images().to(device))
+                      images().to(device), max_present=int(labels.sum(dim=1).max()))  # as TrainBatch.from_loader
 
 
 def iteration(step_fn: Callable, model, optimizer, batch: TrainBatch, cfg: Config, energy, autocast) -> None:

@@ -5,9 +5,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tolerances import assert_close_fp32
-from toco_fast.method.cam import multi_scale_cam, scaled_size
+from toco_fast.method.cam import multi_scale_cam, present_classes, scaled_size
 from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi
-from toco_fast.method.labels import cam_to_label, token_labels_from_cam
+from toco_fast.method.labels import cam_to_label, mask_by_labels, token_labels_from_cam
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,3 +408,30 @@ def test_multi_scale_cam_aux_only_and_precomputed_unflipped_maps_give_the_same_c
     torch.testing.assert_close(reused[0], cam, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(reused[1], cam_aux, rtol=1e-6, atol=1e-7)
     assert model.seen_sizes[0] == (32, 40) and len(model.seen_sizes) == 3  # scale 1.0: one pass, flips only
+
+
+@pytest.mark.parametrize("aux_only,unflipped", [(False, False), (True, False), (False, True)])
+def test_multi_scale_cam_of_listed_classes_equals_the_full_computation(aux_only, unflipped):
+    model = PatchConvCam(classes=5, patch=8)
+    images = torch.randn(3, 3, 32, 40)
+    labels = torch.tensor([[0.0, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 0, 0, 1]])
+    classes = present_classes(labels, 3)
+    assert classes.tolist() == [[1, 3, 0], [0, 1, 2], [0, 1, 4]]  # present first, then absent ones to fill
+    given = (model.head(images), model.aux_head(images)) if unflipped else None
+    full = multi_scale_cam(model, images, scales=(1.0, 0.5), aux_only=aux_only, unflipped=given)
+    listed = multi_scale_cam(model, images, scales=(1.0, 0.5), aux_only=aux_only, unflipped=given, classes=classes)
+    for whole, part in zip(full, listed):
+        if whole is None:
+            assert part is None
+            continue
+        keep = torch.zeros(3, 5, dtype=torch.bool).scatter_(1, classes, True)
+        torch.testing.assert_close(part[keep], whole[keep], rtol=0, atol=0)
+        assert torch.count_nonzero(part[~keep]) == 0
+        assert torch.equal(mask_by_labels(part, labels), mask_by_labels(whole, labels))
+
+
+def test_present_classes_and_listed_class_inputs_are_checked():
+    with pytest.raises(ValueError, match="count"):
+        present_classes(torch.ones(2, 4), 5)
+    with pytest.raises(ValueError, match="classes"):
+        multi_scale_cam(PatchConvCam(), torch.randn(2, 3, 16, 16), classes=torch.zeros(1, 2, dtype=torch.int64))

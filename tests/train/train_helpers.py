@@ -23,12 +23,14 @@ def tiny_cfg(root, *overrides):
 
 
 def fixed_batch(cfg):
-    """One collated training batch from the synthetic set."""
+    """One collated training batch from the synthetic set, with ``max_present`` counted as the loop's
+    ``TrainBatch.from_loader`` does (so the fused step takes its present-classes path)."""
     dataset = TrainDataset(open_source("synthetic", cfg.data.root, "train"),
                            ToCoViews(crop_size=cfg.data.crop_size, scale_range=(0.9, 1.1)), seed=0)
     items = [dataset[(0, i)] for i in range(cfg.data.batch_size)]
-    return TrainBatch(images=torch.stack([it["image"] for it in items]),
-                      cls_labels=torch.stack([it["cls_label"] for it in items]).float(),
+    labels = torch.stack([it["cls_label"] for it in items]).float()
+    return TrainBatch(images=torch.stack([it["image"] for it in items]), cls_labels=labels,
                       img_box=torch.stack([it["img_box"] for it in items]),
                       view2=torch.stack([it["view2"] for it in items]),
-                      local_source=torch.stack([it["local_source"] for it in items]))
+                      local_source=torch.stack([it["local_source"] for it in items]),
+                      max_present=int((labels != 0).sum(dim=1).max()))

@@ -13,6 +13,11 @@ itself is not a multiple. Where ``int(s * H)`` already is a multiple nothing cha
 
 ``forward_cams`` returns ``(cam, cam_aux)`` (the official ``cam_only`` forward returns ``(cam_aux, cam)``).
 fp16/bf16 CAMs are fused and normalised in fp32.
+
+Every step after the classifier treats the class channels independently, and every consumer of the training CAMs
+multiplies them by the image labels first. ``classes`` (``present_classes``) therefore lets the caller resize, fuse
+and normalise only the channels of each image's present classes (a few of VOC's 20 and COCO's 80) at full
+resolution; the listed channels equal the full computation and the others are 0.
 """
 import math
 from typing import Optional, Sequence, Tuple
@@ -29,8 +34,8 @@ _NORM_EPS = 1e-5
 @torch.no_grad()
 def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[float] = (1.0, 0.5, 1.5),
                     aux_only: bool = False,
-                    unflipped: Optional[Tuple[Optional[torch.Tensor], torch.Tensor]] = None
-                    ) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+                    unflipped: Optional[Tuple[Optional[torch.Tensor], torch.Tensor]] = None,
+                    classes: Optional[torch.Tensor] = None) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
     """Flip- and scale-fused, min-max normalised CAMs of the final and the auxiliary classifier.
 
     Args:
@@ -42,6 +47,8 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
         unflipped: the raw maps ``(cam, cam_aux)`` ``[B, C-1, h, w]`` of ``images`` themselves at scale 1.0,
             when the caller has them from its training pass (``ToCo.cams_from_features``); scale 1.0 then runs
             on the flipped images alone. The result is the same.
+        classes: optional ``[B, k]`` int64 channel indices per image (``present_classes``): only these channels are
+            computed; the other channels of the result are 0.
 
     Returns:
         ``(cam, cam_aux)``, each ``[B, C-1, H, W]`` in ``[0, 1)``, without grad.
@@ -52,6 +59,11 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
         raise ValueError(f"scales: expected positive factors, got {scales}")
     batch, _, height, width = images.shape
     patch = int(getattr(model, "patch_size", 1))
+    if classes is not None:
+        check_tensor("classes", classes, ndim=2, dtypes=(torch.int64,), shape_doc="[B,k] int64")
+        if classes.shape[0] != batch or classes.shape[1] < 1:
+            raise ValueError(f"classes: expected [B,k] = ({batch}, k >= 1) channel indices, got shape "
+                             f"{tuple(classes.shape)}")
 
     fused = []  # per scale: (cam, cam_aux) fused with the flip, [B, C-1, H, W]
     for scale in (1.0,) + tuple(s for s in scales if s != 1.0):
@@ -63,9 +75,40 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
             maps = [None if u is None or f is None else torch.cat([u, f]) for u, f in zip(unflipped, flipped)]
         else:
             maps = model.forward_cams(torch.cat([scaled, scaled.flip(-1)], dim=0), aux_only)
+        if classes is not None:
+            num_channels = next(m for m in maps if m is not None).shape[1]
+            maps = [None if m is None else _select_channels(m, torch.cat([classes, classes])) for m in maps]
         fused.append([None if m is None else _fuse_flip(m, batch, (height, width)) for m in maps])
-    cam = None if aux_only else _min_max_normalise(torch.stack([f[0] for f in fused]).sum(dim=0))
-    return cam, _min_max_normalise(torch.stack([f[1] for f in fused]).sum(dim=0))
+    results = [None if aux_only and index == 0 else _min_max_normalise(torch.stack([f[index] for f in fused]).sum(0))
+               for index in (0, 1)]
+    if classes is not None:
+        results = [None if r is None else _scatter_channels(r, classes, num_channels) for r in results]
+    return results[0], results[1]
+
+
+def present_classes(cls_labels: torch.Tensor, count: int) -> torch.Tensor:
+    """``[B, count]`` int64: each image's present classes (non-zero labels) in ascending order, then absent ones to
+    fill the row (``count`` is at least the most classes present in one image, e.g. ``TrainBatch.max_present``).
+
+    Args:
+        cls_labels: ``[B, C-1]`` multi-hot image labels.
+        count: channels per image, 1 <= count <= C-1.
+    """
+    check_tensor("cls_labels", cls_labels, ndim=2, shape_doc="[B,C-1]")
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cls_labels.shape[1]:
+        raise ValueError(f"count: expected an int in [1, {cls_labels.shape[1]}], got {count!r}")
+    return torch.sort((cls_labels == 0).to(torch.int8), dim=1, stable=True).indices[:, :count]
+
+
+def _select_channels(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[N, C-1, h, w]`` -> ``[N, k, h, w]``: row ``n`` keeps the channels ``index[n]``."""
+    return maps.gather(1, index[:, :, None, None].expand(-1, -1, *maps.shape[-2:]))
+
+
+def _scatter_channels(selected: torch.Tensor, index: torch.Tensor, num_channels: int) -> torch.Tensor:
+    """``[B, k, H, W]`` -> ``[B, num_channels, H, W]`` with the selected channels at ``index``, zeros elsewhere."""
+    out = selected.new_zeros((selected.shape[0], num_channels) + tuple(selected.shape[-2:]))
+    return out.scatter_(1, index[:, :, None, None].expand(-1, -1, *selected.shape[-2:]), selected)
 
 
 def scaled_size(size: int, scale: float, patch: int = 1) -> int:

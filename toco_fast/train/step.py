@@ -37,7 +37,7 @@ from toco_fast.data import TrainBatch, denormalize_uint8
 from toco_fast.losses.ctc import ctc_loss
 from toco_fast.losses.energy import DenseEnergyLoss, energy_loss
 from toco_fast.losses.seg import seg_loss
-from toco_fast.method.cam import multi_scale_cam
+from toco_fast.method.cam import multi_scale_cam, present_classes
 from toco_fast.method.crops import cam_to_roi_mask, crop_from_roi, sample_generators
 from toco_fast.method.labels import cam_to_label, token_labels_from_cam
 from toco_fast.method.refine import refine_cams_with_bkg
@@ -120,9 +120,11 @@ def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weight
     if not (need_final or need_aux):
         return None, None
     unflipped = bare.cams_from_features(out.features, out.aux_features)
+    # Every consumer masks the CAMs by the image labels, so only the present classes' channels are resized.
+    classes = None if batch.max_present is None else present_classes(batch.cls_labels, max(1, batch.max_present))
     with autocast():
         cams, cams_aux = multi_scale_cam(bare, batch.images, scales=cfg.cam.scales, aux_only=not need_final,
-                                         unflipped=unflipped)
+                                         unflipped=unflipped, classes=classes)
     return (cams.float() if cams is not None else None), cams_aux.float()
 
 
