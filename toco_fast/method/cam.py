@@ -65,7 +65,7 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
             raise ValueError(f"classes: expected [B,k] = ({batch}, k >= 1) channel indices, got shape "
                              f"{tuple(classes.shape)}")
 
-    fused = []  # per scale: (cam, cam_aux) fused with the flip, [B, C-1, H, W]
+    fused = []  # per scale: (cam, cam_aux) fused with the flip, [B, C-1, H, W] (or [B, k, H, W] for classes)
     for scale in (1.0,) + tuple(s for s in scales if s != 1.0):
         size = (scaled_size(height, scale, patch), scaled_size(width, scale, patch))
         scaled = images if size == (height, width) else F.interpolate(
