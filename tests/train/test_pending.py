@@ -25,6 +25,13 @@ def test_pending_steps_are_read_in_order_with_their_names_and_flags():
     assert not second.grads_finite and second.stop_requested
 
 
+@pytest.mark.parametrize("loss,grads_ok,expected", [(1.0, 1.0, True), (float("nan"), 1.0, False),
+                                                    (float("inf"), 1.0, False), (1.0, 0.5, False)])
+def test_a_record_is_finite_only_with_finite_values_and_gradients_on_every_process(loss, grads_ok, expected):
+    record = step_record(1, torch.tensor(loss), {"cls": torch.tensor(0.5)}, torch.tensor(grads_ok), True)
+    assert bool(record.all_finite()) is expected  # the stop flag is not a value
+
+
 def _fused_adamw_pair():
     torch.manual_seed(0)
     models = [torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)]
@@ -155,8 +162,7 @@ def test_a_fused_iteration_on_cuda_never_waits_for_the_device(synthetic_root, n_
         loss.backward()
         record = step_record(n_iter + 1, loss, terms, grads_finite(optimizer), False)
         fill_idle_grads(optimizer)
-        finite = torch.isfinite(record.numbers[:-2]).all() & (record.numbers[-2] >= 1.0)
-        step_unless(optimizer, (~finite).float())
+        step_unless(optimizer, (~record.all_finite()).float())
         return record
 
     iteration()  # first calls: kernel compilation, allocator warm-up, cached device tables

@@ -306,8 +306,7 @@ class Trainer:
             self.scaler.step(self.optimizer)  # skips a step whose gradients overflow, on the device
             self.scaler.update()
         elif skips_on_device(self.optimizer):
-            finite = torch.isfinite(record.numbers[:-2]).all() & (record.numbers[-2] >= 1.0)
-            step_unless(self.optimizer, (~finite).float())
+            step_unless(self.optimizer, (~record.all_finite()).float())
         else:
             self._settle()  # raises before the update when something is not finite
             self.optimizer.step()

@@ -22,6 +22,10 @@ class StepRecord:
     names: Tuple[str, ...]
     numbers: torch.Tensor
 
+    def all_finite(self) -> torch.Tensor:
+        """0-d bool on the device: every value finite and every process's gradients finite (no host read)."""
+        return torch.isfinite(self.numbers[:-2]).all() & (self.numbers[-2] >= 1.0)
+
 
 @dataclass
 class StepReport:
