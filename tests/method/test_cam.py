@@ -435,3 +435,5 @@ def test_present_classes_and_listed_class_inputs_are_checked():
         present_classes(torch.ones(2, 4), 5)
     with pytest.raises(ValueError, match="classes"):
         multi_scale_cam(PatchConvCam(), torch.randn(2, 3, 16, 16), classes=torch.zeros(1, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"classes: expected channel indices in \[0, 3\)"):
+        multi_scale_cam(PatchConvCam(), torch.randn(2, 3, 16, 16), classes=torch.tensor([[0, 3], [1, 2]]))

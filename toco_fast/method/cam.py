@@ -77,6 +77,7 @@ def multi_scale_cam(model: nn.Module, images: torch.Tensor, scales: Sequence[flo
             maps = model.forward_cams(torch.cat([scaled, scaled.flip(-1)], dim=0), aux_only)
         if classes is not None:
             num_channels = next(m for m in maps if m is not None).shape[1]
+            _check_class_indices(classes, num_channels)
             maps = [None if m is None else _select_channels(m, torch.cat([classes, classes])) for m in maps]
         fused.append([None if m is None else _fuse_flip(m, batch, (height, width)) for m in maps])
     results = [None if aux_only and index == 0 else _min_max_normalise(torch.stack([f[index] for f in fused]).sum(0))
@@ -98,6 +99,14 @@ def present_classes(cls_labels: torch.Tensor, count: int) -> torch.Tensor:
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= cls_labels.shape[1]:
         raise ValueError(f"count: expected an int in [1, {cls_labels.shape[1]}], got {count!r}")
     return torch.sort((cls_labels == 0).to(torch.int8), dim=1, stable=True).indices[:, :count]
+
+
+def _check_class_indices(classes: torch.Tensor, num_channels: int) -> None:
+    """ValueError for an index outside [0, num_channels); checked on CPU tensors only (a CUDA check would wait for
+    the device, and ``present_classes`` builds valid indices)."""
+    if classes.device.type == "cpu" and (int(classes.min()) < 0 or int(classes.max()) >= num_channels):
+        raise ValueError(f"classes: expected channel indices in [0, {num_channels}), got values from "
+                         f"{int(classes.min())} to {int(classes.max())}")
 
 
 def _select_channels(maps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
