@@ -90,16 +90,22 @@ def test_ddp_equals_one_process(ddp_runs):
     assert _losses(ddp_runs / "ddp") == pytest.approx(_losses(ddp_runs / "one"), rel=1e-5)
 
 
-def test_ddp_checkpoints_resume_with_any_world_size(ddp_runs):
-    one, ddp = model_state(ddp_runs / "one"), model_state(ddp_runs / "ddp")
-    for name, run in (("1 -> 2", "one_to_ddp"), ("2 -> 1", "ddp_to_one")):
-        difference = max_relative_difference(model_state(ddp_runs / run), one)
-        print(f"DDP resume {name}: max relative parameter difference {difference:.3g}")
+def _assert_resumes_with_any_world_size(runs, mode: str) -> None:
+    """Runs resumed 1 -> 2 and 2 -> 1 processes end within TOLERANCE of one process; 2 -> 2 bit-exactly."""
+    one, distributed = model_state(runs / "one"), model_state(runs / mode)
+    for name, run in (("1 -> 2", f"one_to_{mode}"), ("2 -> 1", f"{mode}_to_one")):
+        difference = max_relative_difference(model_state(runs / run), one)
+        print(f"{mode.upper()} resume {name}: max relative parameter difference {difference:.3g}")
         assert difference <= TOLERANCE
+    resumed = model_state(runs / f"{mode}_to_{mode}")
+    assert all(torch.equal(resumed[name], distributed[name]) for name in distributed), "2 -> 2 must be bit-exact"
+
+
+def test_ddp_checkpoints_resume_with_any_world_size(ddp_runs):
+    _assert_resumes_with_any_world_size(ddp_runs, "ddp")
+    for run in ("one_to_ddp", "ddp_to_one"):
         assert _losses(ddp_runs / run) == pytest.approx({k: v for k, v in _losses(ddp_runs / "one").items()
                                                          if k > 4}, rel=1e-5)
-    resumed = model_state(ddp_runs / "ddp_to_ddp")
-    assert all(torch.equal(resumed[name], ddp[name]) for name in ddp), "2 -> 2 must be bit-exact"
 
 
 def test_fsdp_equals_one_process(fsdp_runs):
@@ -125,10 +131,4 @@ def test_fsdp_checkpoints_are_sharded_plus_one_consolidated_file(fsdp_runs):
 
 
 def test_fsdp_checkpoints_resume_with_any_world_size(fsdp_runs):
-    one, fsdp = model_state(fsdp_runs / "one"), model_state(fsdp_runs / "fsdp")
-    for name, run in (("1 -> 2", "one_to_fsdp"), ("2 -> 1", "fsdp_to_one")):
-        difference = max_relative_difference(model_state(fsdp_runs / run), one)
-        print(f"FSDP resume {name}: max relative parameter difference {difference:.3g}")
-        assert difference <= TOLERANCE
-    resumed = model_state(fsdp_runs / "fsdp_to_fsdp")
-    assert all(torch.equal(resumed[name], fsdp[name]) for name in fsdp), "2 -> 2 must be bit-exact"
+    _assert_resumes_with_any_world_size(fsdp_runs, "fsdp")
