@@ -115,3 +115,35 @@ def test_idle_parameters_follow_the_official_zero_weight_pattern(tmp_path):
     decoder = list(skipped.decoder.parameters())
     assert all(float(skipped_opt.state[p]["step"]) == active for p in decoder)
     assert any(not torch.allclose(p, q) for p, q in zip(decoder, ref.decoder.parameters()))
+
+
+
+def test_the_fused_default_updates_as_the_official_per_parameter_adamw():
+    """Five steps of the fused kernel (the default on CPU and CUDA) against torch 1.10's per-parameter AdamW loop
+    (``fused=False``), the heads' 10x rate, weight decay and frozen parameters included: the same weights and
+    moments to fp32 rounding."""
+    from toco_fast.model.factory import build_model
+    from toco_fast.train.optim import build_optimizer
+    from train_helpers import tiny_cfg
+
+    cfg = tiny_cfg("unused", "optim.lr=1e-3", "optim.warmup_iters=0")
+    torch.manual_seed(0)
+    models = [build_model(cfg.model), build_model(cfg.model)]
+    models[1].load_state_dict(models[0].state_dict())
+    runs = [(model, *build_optimizer(model, cfg, fused=fused)) for model, fused in zip(models, (None, False))]
+    assert runs[0][1].defaults["fused"] and not runs[1][1].defaults["fused"]
+    generator = torch.Generator().manual_seed(1)
+    for step in range(5):
+        grads = [torch.randn(p.shape, generator=generator) for p in models[0].parameters()]
+        for model, optimizer, schedule in runs:
+            schedule.apply(step)
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g.clone() if p.requires_grad else None
+            optimizer.step()
+    (fused_model, fused, _), (plain_model, plain, _) = runs
+    for (name, p), q in zip(fused_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7, msg=name)
+        if p.requires_grad:
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(fused.state[p][key], plain.state[q][key], rtol=1e-5, atol=1e-12,
+                                           msg=f"{name} {key}")

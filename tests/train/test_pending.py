@@ -60,17 +60,21 @@ def test_step_unless_skips_exactly_on_the_flag_and_steps_normally_otherwise():
     assert not hasattr(optimizers[0], "found_inf") and not hasattr(optimizers[0], "grad_scale")
 
 
-@pytest.fixture
-def fused_cpu_optimizer(monkeypatch):
-    """The loop with a fused AdamW on the CPU, so it takes the device-flag path a CUDA run takes."""
-    def fused(model, cfg):
-        optimizer, schedule = build_optimizer(model, cfg)
-        groups = [{k: v for k, v in group.items() if k != "fused"} for group in optimizer.param_groups]
-        fused_optimizer = torch.optim.AdamW(groups, fused=True)
-        schedule.optimizer = fused_optimizer
-        return fused_optimizer, schedule
+def test_the_default_optimizer_is_fused_on_the_cpu_too(synthetic_root):
+    model = torch.nn.Linear(4, 3)
+    model.param_groups = lambda lr, weight_decay: [{"params": list(model.parameters()), "lr": lr,
+                                                     "weight_decay": weight_decay}]
+    optimizer, _ = build_optimizer(model, tiny_cfg(synthetic_root))
+    assert optimizer.defaults["fused"] and skips_on_device(optimizer)
+    plain, _ = build_optimizer(model, tiny_cfg(synthetic_root), fused=False)
+    assert not plain.defaults["fused"] and not plain.defaults["foreach"] and not skips_on_device(plain)
 
-    monkeypatch.setattr(loop, "build_optimizer", fused)
+
+@pytest.fixture
+def unfused_optimizer(monkeypatch):
+    """The loop with the for-loop AdamW (a device without torch's fused kernel): no update can be skipped on the
+    device, so the loop reads every iteration before its update."""
+    monkeypatch.setattr(loop, "build_optimizer", lambda model, cfg: build_optimizer(model, cfg, fused=False))
 
 
 def _count_reads(monkeypatch):
@@ -85,7 +89,7 @@ def _count_reads(monkeypatch):
     return reads
 
 
-def test_the_loop_reads_the_device_only_at_sync_points(synthetic_root, tmp_path, monkeypatch, fused_cpu_optimizer):
+def test_the_loop_reads_the_device_only_at_sync_points(synthetic_root, tmp_path, monkeypatch):
     reads = _count_reads(monkeypatch)
     cfg = tiny_cfg(synthetic_root, "eval.enabled=false", "train.log_iters=3", "train.ckpt_iters=6")
     result = loop.train(cfg, run_dir=str(tmp_path / "deferred"))
@@ -102,10 +106,8 @@ def test_the_loop_reads_the_device_only_at_sync_points(synthetic_root, tmp_path,
     assert "iter 3/6 | loss" in log and "iter 6/6 | loss" in log
 
 
-def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next_sync(
-        synthetic_root, tmp_path, monkeypatch, fused_cpu_optimizer):
+def _poison_gradients_of_iteration_5(monkeypatch):
     real = step_module.train_step
-    updated = []
 
     def poisoned_gradients(*args, n_iter, **kwargs):
         loss, terms = real(*args, n_iter=n_iter, **kwargs)
@@ -114,6 +116,12 @@ def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next
         return loss, terms
 
     monkeypatch.setattr(step_module, "train_step", poisoned_gradients)
+
+
+def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next_sync(
+        synthetic_root, tmp_path, monkeypatch):
+    _poison_gradients_of_iteration_5(monkeypatch)
+    updated = []
     real_step_unless = loop.step_unless
 
     def watched(optimizer, skip):
@@ -131,6 +139,19 @@ def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next
     assert [it for it, _ in list_checkpoints(tmp_path)] == [2, 4]
     state = load_checkpoint(tmp_path)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+
+def test_without_a_fused_optimizer_the_loop_reads_every_iteration_and_stops_before_the_update(
+        synthetic_root, tmp_path, monkeypatch, unfused_optimizer):
+    _poison_gradients_of_iteration_5(monkeypatch)
+    reads = _count_reads(monkeypatch)
+    cfg = tiny_cfg(synthetic_root, "eval.enabled=false", "train.ckpt_iters=2", "train.log_iters=3")
+    with pytest.raises(NonFiniteLossError) as info:
+        loop.train(cfg, run_dir=str(tmp_path))
+    assert info.value.iteration == 5 and info.value.terms == ["gradients"]
+    assert [n for n in reads if n] == [1] * 5  # each read before its update; iteration 5 raised before its own
+    assert [it for it, _ in list_checkpoints(tmp_path)] == [2, 4]
 
 
 @pytest.mark.cuda

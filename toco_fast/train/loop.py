@@ -241,7 +241,7 @@ class Trainer:
 
         The host reads the iterations' numbers only at sync points: a log line, a checkpoint, an evaluation, the
         end, a stop signal to this process when it runs alone, and every iteration when the optimizer cannot skip
-        an update on a device flag (``toco_fast.train.optim.skips_on_device``; the CPU AdamW). Under torchrun a
+        an update on a device flag (``toco_fast.train.optim.skips_on_device``: not on devices without a fused AdamW). Under torchrun a
         stop signal takes effect at the next sync point, where the processes agree on it."""
         cfg = self.cfg
         eval_results = None

@@ -11,20 +11,29 @@ zero gradients as in the official runs (``fill_idle_grads``). The optimizer step
 and past ``max_iters`` the last rate is kept. The poly part counts from 0, not from the end of the warm-up, so the
 rate drops from ~1 to (1 - warmup_iters / max_iters) ** power at the boundary, exactly as in the official code.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
 from toco_fast.config import Config
 
+FUSED_ADAMW_DEVICES = ("cuda", "cpu")  # device types with torch's fused AdamW kernel (CPU: torch >= 2.4)
 
-def build_optimizer(model: torch.nn.Module, cfg: Config) -> Tuple[torch.optim.Optimizer, "PolyWarmupSchedule"]:
-    """AdamW over ``model.param_groups`` (backbone lr, heads 10x) with the official warm-up + poly schedule."""
+
+def build_optimizer(model: torch.nn.Module, cfg: Config,
+                    fused: Optional[bool] = None) -> Tuple[torch.optim.Optimizer, "PolyWarmupSchedule"]:
+    """AdamW over ``model.param_groups`` (backbone lr, heads 10x) with the official warm-up + poly schedule.
+
+    ``fused``: None picks torch's fused kernel where the parameters' device has one (CUDA, CPU): one pass over all
+    parameters instead of several per tensor, the same update rule, and an update it can skip on a device flag
+    (``step_unless``); False gives the per-parameter loop of the official runs (torch 1.10's only AdamW).
+    """
     groups = model.param_groups(cfg.optim.lr, cfg.optim.weight_decay)
-    on_cuda = all(p.is_cuda for group in groups for p in group["params"])
-    # The fused CUDA kernel: one launch for all parameters instead of several per tensor (same update rule).
+    if fused is None:
+        fused = all(p.device.type in FUSED_ADAMW_DEVICES for group in groups for p in group["params"])
     optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                  weight_decay=cfg.optim.weight_decay, fused=True if on_cuda else None)
+                                  weight_decay=cfg.optim.weight_decay,
+                                  **({"fused": True} if fused else {"foreach": False}))
     schedule = PolyWarmupSchedule(optimizer, warmup_iters=cfg.optim.warmup_iters, max_iters=cfg.train.max_iters,
                                   warmup_ratio=cfg.optim.warmup_ratio, power=cfg.optim.power)
     return optimizer, schedule
