@@ -4,7 +4,8 @@
    unless it is already there;
 2. trains a tiny ViT ToCo from scratch with the ``synthetic_tiny`` preset (no pretrained weights);
 3. evaluates on the synthetic val split and prints per-class IoU and mIoU for the CAM, the aux CAM and the
-   segmentation head.
+   segmentation head; then writes the pseudo labels of the train split (``python -m toco_fast.infer --mode
+   pseudo-label``, no CRF, into ``<run>/pseudo_labels``) and prints their mIoU against the train masks.
 
 ``--baseline`` trains the classification-only baseline instead (PTC and CTC weights 0, everything else the same:
 config, iterations, seed); ``--compare`` runs both and prints the mIoUs side by side. Outputs (log, metrics,
@@ -16,6 +17,9 @@ checkpoint, ``results.json``) go to ``demo_out/<toco|baseline>/``, replaced on e
    CAMs, pseudo label, prediction and class-token cosine map (``toco_fast.diagnose``).
 """
 import argparse
+import contextlib
+import io
+import json
 import os
 import shutil
 import sys
@@ -65,6 +69,7 @@ def run_variant(name: str, cfg: Config, out_dir: str) -> Dict[str, object]:
     train_seconds = time.perf_counter() - tic
     tic = time.perf_counter()
     results = evaluate_run(run_dir)
+    pseudo = pseudo_label_score(run_dir, cfg)
     eval_seconds = time.perf_counter() - tic
 
     class_names = results["CAM"].class_names
@@ -75,6 +80,7 @@ def run_variant(name: str, cfg: Config, out_dir: str) -> Dict[str, object]:
         "iou": {key: [None if v != v else round(100 * v, 2) for v in metric.iou()]
                 for key, metric in results.items()},
         "class_names": list(class_names),
+        "pseudo_label": pseudo,
         "loss_weights": {"ptc": cfg.loss.w_ptc, "ctc": cfg.loss.w_ctc, "seg": cfg.loss.w_seg, "reg": cfg.loss.w_reg},
     }
     write_json(os.path.join(run_dir, "results.json"), summary)
@@ -82,7 +88,9 @@ def run_variant(name: str, cfg: Config, out_dir: str) -> Dict[str, object]:
     title = "ToCo" if name == "toco" else "cls-only baseline (PTC and CTC off)"
     print(f"\n[demo] {title}: {result.iteration} iterations, training {train_seconds:.0f}s, evaluation "
           f"{eval_seconds:.0f}s; per-class IoU (%) on the synthetic val split:\n"
-          f"{format_iou_table(results, class_names)}", flush=True)
+          f"{format_iou_table(results, class_names)}\n[demo] pseudo labels of the train split (no CRF): mIoU "
+          f"{pseudo['miou']:.2f}, {pseudo['coverage']:.1f}% of the pixels labelled (the rest 255), in "
+          f"{pseudo['folder']}", flush=True)
     return summary
 
 
@@ -97,6 +105,26 @@ def evaluate_run(run_dir: str):
 
     model, cfg = model_from_checkpoint(run_dir)
     return validate(model, validation_data(cfg), cfg, torch.device("cpu"))
+
+
+def pseudo_label_score(run_dir: str, cfg: Config) -> Dict[str, object]:
+    """Write the run's pseudo labels of the train split into ``run_dir/pseudo_labels`` with ``python -m
+    toco_fast.infer --mode pseudo-label`` (no CRF) and return their mIoU (%) against the train masks, the share of
+    labelled pixels (%) and the folder."""
+    from toco_fast.cli.infer import main as infer_main, metrics_path
+
+    out = os.path.join(run_dir, "pseudo_labels")
+    argv = ["--mode", "pseudo-label", "--dataset", "synthetic", "--root", cfg.data.root, "--split",
+            cfg.data.train_split, "--checkpoint", run_dir, "--out", out, "--overwrite"]
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        status = infer_main(argv)
+    if status != 0:
+        raise RuntimeError(f"python -m toco_fast.infer {' '.join(argv)} failed:\n{captured.getvalue()}")
+    with open(metrics_path(out, "pseudo-label")) as f:
+        payload = json.load(f)
+    return {"miou": round(100 * payload["results"]["Pseudo"]["miou"], 2),
+            "coverage": round(100 * payload["coverage"], 2), "folder": out}
 
 
 PICTURE_TITLES = {"toco": "ToCo", "baseline": "cls-only baseline"}
@@ -144,10 +172,11 @@ def save_pictures(out_dir: str, names: Sequence[str], curve_images: int = 64) ->
 
 def _comparison(summaries: List[Dict[str, object]]) -> str:
     keys = ("CAM", "aux_CAM", "Seg_Pred")
-    lines = ["| variant | " + " | ".join(f"{k} mIoU" for k in keys) + " | train s |", "|---" * (len(keys) + 2) + "|"]
+    lines = ["| variant | " + " | ".join(f"{k} mIoU" for k in keys) + " | pseudo-label mIoU (train) | train s |",
+             "|---" * (len(keys) + 3) + "|"]
     for s in summaries:
         lines.append(f"| {s['variant']} | " + " | ".join(f"{s['miou'][k]:.2f}" for k in keys)
-                     + f" | {s['train_seconds']:.0f} |")
+                     + f" | {s['pseudo_label']['miou']:.2f} | {s['train_seconds']:.0f} |")
     return "\n".join(lines)
 
 
@@ -177,7 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prepare_data(configs[0][1])
     summaries = [run_variant(name, cfg, args.out) for name, cfg in configs]
     if len(summaries) > 1:
-        print("\n[demo] same config, iterations and seed; mIoU (%) on the synthetic val split:\n"
+        print("\n[demo] same config, iterations and seed; mIoU (%) on the synthetic val split, pseudo labels on the "
+              "train split:\n"
               + _comparison(summaries))
     save_pictures(args.out, [name for name, _ in configs])
     print(f"\n[demo] total {time.perf_counter() - start:.0f}s (data + training + evaluation); outputs in {args.out}/")
