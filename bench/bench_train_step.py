@@ -3,8 +3,8 @@
 interleaved, on the same weights and batch.
 
 Prints ``config | step | precision | mode | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up`` (speed-up: the
-literal fp32 eager row's median over this row's, per configuration; mode ``compiled``: the encoder blocks compiled as
-``--compile`` does, compilation in the warm-up iterations) and a per-phase breakdown (profiler ranges of the step:
+literal fp32 eager row's median over this row's, per configuration; mode ``compiled``: the encoder blocks, decoder
+and heads compiled as ``--compile`` does, compilation in the warm-up iterations) and a per-phase breakdown (profiler ranges of the step:
 global pass, multi-scale CAMs, local crops + pass, PTC, CTC, PAR + seg, energy; backward; optimizer). FLOPs are
 counted by ``torch.utils.flop_counter.FlopCounterMode`` over one iteration; MFU is against the device's dense bf16
 peak where it is known. Every loss term is on (the VOC schedule after iteration 2000).
@@ -29,7 +29,7 @@ from toco_fast.config import Config, load_config  # noqa: E402
 from toco_fast.data import TrainBatch  # noqa: E402
 from toco_fast.losses.energy import build_energy_loss  # noqa: E402
 from toco_fast.model.factory import build_model  # noqa: E402
-from toco_fast.parallel.wrap import checkpoint_blocks, compile_blocks  # noqa: E402
+from toco_fast.parallel.wrap import checkpoint_blocks, compile_model  # noqa: E402
 from toco_fast.train.literal import literal_train_step  # noqa: E402
 from toco_fast.train.optim import build_optimizer, fill_idle_grads  # noqa: E402
 from toco_fast.train.precision import resolve_precision  # noqa: E402
@@ -129,7 +129,7 @@ def bench_one(name: str, cfg: Config, args, device: torch.device) -> List[dict]:
                 if args.grad_ckpt:
                     checkpoint_blocks(model.encoder.blocks)
                 if mode == "compiled":
-                    compile_blocks(model.encoder.blocks)
+                    compile_model(model)
                 # The literal rows keep the official per-parameter AdamW loop; the fused rows take the default.
                 optimizer, _ = build_optimizer(model, cfg, fused=False if step == "literal" else None)
                 autocast = resolve_precision(precision, device).autocast

@@ -165,7 +165,7 @@ class TrainConfig:
     step: str = "fused"
     # Activation checkpointing per encoder block (--grad-ckpt): less memory, same losses and gradients.
     grad_ckpt: bool = False
-    # torch.compile of the encoder blocks (--compile).
+    # torch.compile of the encoder blocks, the decoder and the projection heads (--compile).
     compile: bool = False
     # Log mean |cos| between final / aux tokens (toco_fast.ops.ptc.mean_abs_cosine) at log intervals.
     oversmoothing_probe: bool = False

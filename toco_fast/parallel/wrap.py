@@ -3,7 +3,7 @@ compilation, and the one way back to the bare model. The model and the training 
 wrappers: the loop tells the wrapper the schedule's phase (``begin_phase``) and gathers sharded parameters for
 evaluation (``gathered``)."""
 import functools
-from typing import Hashable, Optional
+from typing import Callable, Hashable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ from toco_fast.parallel.fsdp import fsdp_units, gathered, shard
 from toco_fast.parallel.plan import ParallelPlan
 from toco_fast.parallel.process_group import DistInfo
 
-__all__ = ["parallelize", "begin_phase", "gathered", "checkpoint_blocks", "compile_blocks", "unwrap"]
+__all__ = ["parallelize", "begin_phase", "gathered", "checkpoint_blocks", "compile_model", "unwrap"]
 
 
 def parallelize(module: nn.Module, device: torch.device, info: DistInfo,
@@ -55,13 +55,15 @@ def checkpoint_blocks(blocks: nn.ModuleList) -> None:
             block.forward = functools.partial(_checkpointed, block.forward)
 
 
-def compile_blocks(blocks: nn.ModuleList, backend: str = "inductor") -> None:
-    """``torch.compile`` each block in place (after ``checkpoint_blocks``, as torchtitan orders them): parameter
-    names and the model's structure are unchanged, so checkpoints, FSDP units and ``unwrap`` are unaffected. The
-    blocks run at several token counts per step (global views, CAM scales, local crops); dynamo generalises them to
-    dynamic shapes after the first recompilation."""
-    for block in blocks:
-        block.compile(backend=backend)
+def compile_model(model: nn.Module, backend: Union[str, Callable] = "inductor") -> None:
+    """``torch.compile`` ToCo's parts in place (after ``checkpoint_blocks``, as torchtitan orders them): each encoder
+    block, the decoder and both projection heads. Parameter names and the model's structure are unchanged, so
+    checkpoints, FSDP units and ``unwrap`` are unaffected. The blocks run at several token counts per step (global
+    views, CAM scales, local crops) and the heads at several row counts; dynamo generalises them to dynamic shapes
+    after the first recompilation. The step's glue (crops, CAM post-processing, PAR / PTC / energy custom ops) stays
+    eager: its shapes and control flow follow the labels of each batch."""
+    for module in (*model.encoder.blocks, model.decoder, model.proj_head, model.proj_head_t):
+        module.compile(backend=backend)
 
 
 def _checkpointed(forward, *args, **kwargs):

@@ -51,7 +51,7 @@ from toco_fast.parallel.process_group import (
     resolve_device,
 )
 from toco_fast.parallel.state import full_model_state, load_full_state, plain_tensor
-from toco_fast.parallel.wrap import begin_phase, checkpoint_blocks, compile_blocks, gathered, parallelize
+from toco_fast.parallel.wrap import begin_phase, checkpoint_blocks, compile_model, gathered, parallelize
 from toco_fast.train.checkpointer import check_data_position, data_position, restore_trainer, save_trainer
 from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, grads_finite
 from toco_fast.train.optim import build_optimizer, fill_idle_grads, skips_on_device, step_unless
@@ -154,7 +154,7 @@ class Trainer:
         if cfg.train.grad_ckpt:
             checkpoint_blocks(self.model.encoder.blocks)
         if cfg.train.compile:
-            compile_blocks(self.model.encoder.blocks)
+            compile_model(self.model)
         # Before the optimizer: FSDP replaces the parameters by their shards.
         self.step_module = parallelize(TrainStepModule(self.model, cfg.train.step), device, info, self.plan)
         self.optimizer, self.schedule = build_optimizer(self.model, cfg)
