@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from toco_fast.io.checkpoint import list_checkpoints, load_checkpoint
-from toco_fast.train import loop, step as step_module
+from toco_fast.train import loop, step as step_module, update as update_module
 from toco_fast.train.finite import NonFiniteLossError
 from toco_fast.train.optim import build_optimizer, skips_on_device, step_unless
 from toco_fast.train.pending import PendingSteps, step_record
@@ -122,13 +122,13 @@ def test_non_finite_gradients_are_skipped_on_the_device_and_reported_at_the_next
         synthetic_root, tmp_path, monkeypatch):
     _poison_gradients_of_iteration_5(monkeypatch)
     updated = []
-    real_step_unless = loop.step_unless
+    real_step_unless = update_module.step_unless
 
     def watched(optimizer, skip):
         updated.append(float(skip))
         real_step_unless(optimizer, skip)
 
-    monkeypatch.setattr(loop, "step_unless", watched)
+    monkeypatch.setattr(update_module, "step_unless", watched)
     reads = _count_reads(monkeypatch)
     cfg = tiny_cfg(synthetic_root, "eval.enabled=false", "train.ckpt_iters=2", "train.log_iters=2")
     with pytest.raises(NonFiniteLossError) as info:
@@ -160,8 +160,6 @@ def test_a_fused_iteration_on_cuda_never_waits_for_the_device(synthetic_root, n_
     from toco_fast.data import sample_keys
     from toco_fast.losses.energy import build_energy_loss
     from toco_fast.model.factory import build_model
-    from toco_fast.train.finite import grads_finite
-    from toco_fast.train.optim import fill_idle_grads
     from train_helpers import fixed_batch
 
     cfg = tiny_cfg(synthetic_root)
@@ -174,23 +172,20 @@ def test_a_fused_iteration_on_cuda_never_waits_for_the_device(synthetic_root, n_
     optimizer, schedule = build_optimizer(model, cfg)
     energy = build_energy_loss(cfg.loss)
     assert skips_on_device(optimizer)
+    guarded = update_module.GuardedUpdate(optimizer)
 
     def iteration():
         batch = loop.TrainBatch.from_loader(raw, device, rng_keys=sample_keys(0, n_iter, range(2)))
         schedule.apply(n_iter)
         loss, terms = step_module.train_step(model, batch, cfg=cfg, n_iter=n_iter, energy=energy)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        record = step_record(n_iter + 1, loss, terms, grads_finite(optimizer), False)
-        fill_idle_grads(optimizer)
-        step_unless(optimizer, (~record.all_finite()).float())
-        return record
+        guarded.apply(n_iter + 1, loss, terms, stop_requested=False)
 
     iteration()  # first calls: kernel compilation, allocator warm-up, cached device tables
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")  # any operation that waits for the device raises
     try:
-        record = iteration()
+        iteration()
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert torch.isfinite(record.numbers).all() and record.names[0] == "loss"
+    reports = guarded.take()  # the one read, after the region
+    assert len(reports) == 2 and all(r.grads_finite and list(r.values)[0] == "loss" for r in reports)

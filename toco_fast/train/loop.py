@@ -13,7 +13,7 @@ number of processes.
 
 The host does not wait for the device in every iteration: the loss values and flags are read at sync points (log
 lines, checkpoints, evaluations; ``toco_fast.train.pending``) while a non-finite iteration's update is skipped on the
-device (fused AdamW's ``found_inf``). A non-finite loss or gradient then stops the run at the next sync point with a
+device (fused AdamW's ``found_inf``; ``toco_fast.train.update``). A non-finite loss or gradient then stops the run at the next sync point with a
 message naming the iteration and the term; its update was not applied and the last checkpoint written before it is
 kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and logged.
 """
@@ -41,7 +41,6 @@ from toco_fast.io.rng import capture_rng_state, restore_rng_state, seed_everythi
 from toco_fast.losses.energy import build_energy_loss
 from toco_fast.method.schedule import loss_weights, pseudo_label_cam
 from toco_fast.model.factory import build_model
-from toco_fast.parallel.collectives import all_reduce_mean
 from toco_fast.parallel.plan import ParallelPlan, plan_for_config
 from toco_fast.parallel.process_group import (
     DistInfo,
@@ -50,12 +49,11 @@ from toco_fast.parallel.process_group import (
     init_distributed,
     resolve_device,
 )
-from toco_fast.parallel.state import full_model_state, load_full_state, plain_tensor
+from toco_fast.parallel.state import full_model_state, load_full_state
 from toco_fast.parallel.wrap import begin_phase, checkpoint_blocks, compile_model, gathered, parallelize
 from toco_fast.train.checkpointer import check_data_position, data_position, restore_trainer, save_trainer
-from toco_fast.train.finite import NonFiniteLossError, check_finite_loss, grads_finite
-from toco_fast.train.optim import build_optimizer, fill_idle_grads, skips_on_device, step_unless
-from toco_fast.train.pending import PendingSteps, step_record
+from toco_fast.train.finite import NonFiniteLossError
+from toco_fast.train.optim import build_optimizer
 from toco_fast.train.precision import resolve_precision
 from toco_fast.train.preflight import check_run, run_dir_for
 from toco_fast.train.runlog import (
@@ -73,6 +71,7 @@ from toco_fast.train.runlog import (
 from toco_fast.train.signals import StopSignals
 from toco_fast.train.module import TrainStepModule
 from toco_fast.train.step import active_weights
+from toco_fast.train.update import GuardedUpdate
 
 CONFIG_FILE = "config.yaml"
 
@@ -159,11 +158,11 @@ class Trainer:
         self.step_module = parallelize(TrainStepModule(self.model, cfg.train.step), device, info, self.plan)
         self.optimizer, self.schedule = build_optimizer(self.model, cfg)
         self.scaler = precision.grad_scaler()
+        self.update = GuardedUpdate(self.optimizer, self.scaler, fill_idle=cfg.optim.idle_params == "zero_grad")
         self.iteration = 0
         self.meter = RunningMeans()
         self.skipped = 0  # fp16 steps skipped by the GradScaler (overflow), whole run
         self.skipped_window = 0  # ... since the last log line
-        self.pending = PendingSteps()  # iterations whose numbers the host has not read yet (``_settle``)
         self.shown: Dict[str, float] = {}  # the last read loss values, for the progress line
         self.stop_agreed = False  # a process of the run was asked to stop (read at a sync point)
         self.stream = stream
@@ -280,47 +279,20 @@ class Trainer:
 
     def _step(self, step: torch.nn.Module, raw_batch: Dict[str, Any], n_iter: int, stop_requested: bool,
               probe: bool) -> None:
-        """One optimizer step, applied only when the loss and the gradients are finite (fp16: when the gradient
-        scaler finds no overflow), decided on the device where the optimizer allows it, else after a host read.
-
-        The loss, its terms and the flags are averaged over the processes and queued for ``_settle``.
-        """
+        """One iteration: the step's loss, then the guarded update (``toco_fast.train.update``)."""
         batch = TrainBatch.from_loader(raw_batch, self.device,
                                        rng_keys=sample_keys(self.cfg.train.seed, n_iter, self.slots))
         self.schedule.apply(n_iter)
         begin_phase(step, self._phase(n_iter))
         loss, terms = step(batch, cfg=self.cfg, n_iter=n_iter, energy=self.energy, autocast=self.autocast,
                            probe=probe)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
-        grads_ok = plain_tensor(grads_finite(self.optimizer))  # FSDP: computed from the shards
-        record = step_record(n_iter + 1, loss, terms, grads_ok, stop_requested)
-        record.numbers = all_reduce_mean(record.numbers)
-        self.pending.add(record)
-
-        self._fill_idle_grads()
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)  # skips a step whose gradients overflow, on the device
-            self.scaler.update()
-        elif skips_on_device(self.optimizer):
-            step_unless(self.optimizer, (~record.all_finite()).float())
-        else:
-            self._settle()  # raises before the update when something is not finite
-            self.optimizer.step()
+        self.update.apply(n_iter + 1, loss, terms, stop_requested)
 
     def _settle(self) -> None:
-        """Read the queued iterations (one host sync) and handle them in order: a non-finite loss, or non-finite
-        gradients outside fp16, raises NonFiniteLossError naming the first such iteration (whose update was not
-        applied); fp16 overflow steps are counted; the values go to the log window and the progress line; a stop
-        request of any process is remembered in ``stop_agreed``."""
-        for report in self.pending.read():
-            check_finite_loss(report.iteration, report.values)
-            if not report.grads_finite:
-                if self.scaler is None:
-                    raise NonFiniteLossError(report.iteration, ["gradients"], report.values)
+        """Read the iterations queued since the last sync point (``GuardedUpdate.take``: raises NonFiniteLossError
+        for a non-finite one) into the log window, the progress line, the fp16 skip counts and the stop flag."""
+        for report in self.update.take():
+            if not report.grads_finite:  # only fp16 overflow gets here: the scaler skipped the step
                 self.skipped += 1
                 self.skipped_window += 1
             self.meter.add(report.values)
@@ -331,10 +303,6 @@ class Trainer:
         """What decides which parameters the step trains at ``n_iter``: the active loss terms and the CAM the pseudo
         labels come from."""
         return tuple(sorted(active_weights(self.cfg, n_iter, self.energy))), pseudo_label_cam(self.cfg.loss, n_iter)
-
-    def _fill_idle_grads(self) -> None:
-        if self.cfg.optim.idle_params == "zero_grad":
-            fill_idle_grads(self.optimizer)
 
     def _log(self, lr: float, throughput: Throughput, metrics: Optional[MetricsWriter]) -> None:
         means = self.meter.pop()
