@@ -4,10 +4,10 @@ interleaved, on the same weights and batch.
 
 Prints ``config | step | precision | mode | p50 ms | img/s | peak MB | TFLOP/s | MFU | speed-up`` (speed-up: the
 literal fp32 eager row's median over this row's, per configuration; mode ``compiled``: the encoder blocks, decoder
-and heads compiled as ``--compile`` does, compilation in the warm-up iterations) and a per-phase breakdown (profiler ranges of the step:
-global pass, multi-scale CAMs, local crops + pass, PTC, CTC, PAR + seg, energy; backward; optimizer). FLOPs are
-counted by ``torch.utils.flop_counter.FlopCounterMode`` over one iteration; MFU is against the device's dense bf16
-peak where it is known. Every loss term is on (the VOC schedule after iteration 2000).
+and heads compiled as ``--compile`` does, compilation in the warm-up iterations) and a per-phase breakdown (profiler
+ranges of the step: global pass, multi-scale CAMs, local crops + pass, PTC, CTC, PAR + seg, energy; backward;
+optimizer). FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` over one iteration; MFU is against the
+device's dense bf16 peak where it is known. Every loss term is on (the VOC schedule after iteration 2000).
 
     python bench/bench_train_step.py                       # CPU rows: ViT-Ti/224 B=2, and the demo config
     python bench/bench_train_step.py --device cuda --backbone vit_base_patch16_224 --size 448 --batch 4

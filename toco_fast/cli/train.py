@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument("--fp16", action="store_true", help="fp16 autocast + GradScaler (bf16 autocast on CPU)")
     precision.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder blocks, decoder and projection heads (train.compile)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the encoder blocks, decoder and projection heads (train.compile)")
     parser.add_argument("--grad-ckpt", action="store_true",
                         help="activation checkpointing per encoder block (train.grad_ckpt): less memory, same results")
     parser.add_argument("--tensorboard", action="store_true",

@@ -13,9 +13,10 @@ number of processes.
 
 The host does not wait for the device in every iteration: the loss values and flags are read at sync points (log
 lines, checkpoints, evaluations; ``toco_fast.train.pending``) while a non-finite iteration's update is skipped on the
-device (fused AdamW's ``found_inf``; ``toco_fast.train.update``). A non-finite loss or gradient then stops the run at the next sync point with a
-message naming the iteration and the term; its update was not applied and the last checkpoint written before it is
-kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they are counted and logged.
+device (fused AdamW's ``found_inf``; ``toco_fast.train.update``). A non-finite loss or gradient then stops the run at
+the next sync point with a message naming the iteration and the term; its update was not applied and the last
+checkpoint written before it is kept. With fp16 (CUDA) the gradient scaler skips steps whose gradients overflow; they
+are counted and logged.
 """
 import os
 import signal
@@ -240,8 +241,8 @@ class Trainer:
 
         The host reads the iterations' numbers only at sync points: a log line, a checkpoint, an evaluation, the
         end, a stop signal to this process when it runs alone, and every iteration when the optimizer cannot skip
-        an update on a device flag (``toco_fast.train.optim.skips_on_device``: not on devices without a fused AdamW). Under torchrun a
-        stop signal takes effect at the next sync point, where the processes agree on it."""
+        an update on a device flag (``toco_fast.train.optim.skips_on_device``: a device without torch's fused
+        AdamW). Under torchrun a stop signal takes effect at the next sync point, where the processes agree on it."""
         cfg = self.cfg
         eval_results = None
         saved = self.iteration
