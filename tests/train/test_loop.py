@@ -7,7 +7,7 @@ import torch
 
 from toco_fast.cli import train as train_cli
 from toco_fast.config import from_dict, load_config, save_config
-from toco_fast.io.checkpoint import list_checkpoints, load_checkpoint
+from toco_fast.io.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint
 from toco_fast.train import step as step_module
 from toco_fast.train.loop import NonFiniteLossError, train
 from toco_fast.train.optim import poly_warmup_multiplier
@@ -118,6 +118,38 @@ def test_non_finite_loss_stops_and_names_the_term(synthetic_root, tmp_path, monk
     with open(tmp_path / "train.log") as f:
         log = f.read()
     assert "iter 4/6" in log and "non-finite loss at iteration 5: term ctc=nan" in log
+
+
+
+def test_a_checkpoint_of_another_adamw_kernel_resumes_with_this_processes_kernel(synthetic_root, tmp_path,
+                                                                                 monkeypatch):
+    """A run written with the per-parameter AdamW loop (every checkpoint before the CPU default became the fused
+    kernel) resumes with the fused kernel, and ends where the per-parameter run ends, to fp32 rounding."""
+    from toco_fast.train import loop
+    from toco_fast.train.optim import build_optimizer, skips_on_device
+
+    def cfg(*overrides):
+        return tiny_cfg(synthetic_root, "eval.enabled=false", *overrides)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "build_optimizer", lambda model, c: build_optimizer(model, c, fused=False))
+        train(cfg(), run_dir=str(tmp_path / "loop"))  # checkpoints at 3 and 6
+    third = checkpoint_path(tmp_path / "loop", 3)
+    assert all(not group["fused"] for group in load_checkpoint(third)["optimizer"]["param_groups"])
+    kernels = []
+    real_apply = loop.GuardedUpdate.apply
+
+    def watched(self, *args, **kwargs):
+        kernels.append((all(group["fused"] for group in self.optimizer.param_groups), skips_on_device(self.optimizer)))
+        return real_apply(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.GuardedUpdate, "apply", watched)
+    train(cfg(), resume=str(third), run_dir=str(tmp_path / "resumed"))
+    assert kernels == [(True, True)] * 3
+    resumed, reference = _params(tmp_path / "resumed"), _params(tmp_path / "loop")
+    assert resumed["iteration"] == reference["iteration"] == 6
+    for name, value in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
 
 
 def test_cli_writes_run_dir_and_refuses_to_clobber(synthetic_root, tmp_path):

@@ -9,12 +9,28 @@ Two forms:
 * sharded: both keyed by parameter name, with FSDP's shards as DTensors (plain tensors for a replicated model), the
   form ``torch.distributed.checkpoint`` (DCP) saves and loads, resharding across world sizes on the way.
 
-Either form loads into a model distributed any way (``load_full_state``, ``load_sharded_state``).
+Either form loads into a model distributed any way (``load_full_state``, ``load_sharded_state``). A loaded optimizer
+keeps its own kernel choice (``IMPLEMENTATION_OPTIONS``): a checkpoint written with another AdamW kernel (the
+per-parameter loop, or on another device) resumes with the one this process built.
 """
 from typing import Any, Dict
 
 import torch
 import torch.nn as nn
+
+
+# Param-group options that choose how the update is computed, not what it is.
+IMPLEMENTATION_OPTIONS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def with_own_implementation(optimizer: torch.optim.Optimizer, state: Dict[str, Any]) -> Dict[str, Any]:
+    """``state`` (an optimizer state dict, numbered or named) with ``optimizer``'s implementation options in its
+    param groups, so that loading it does not switch the kernel (torch copies the saved group options over the
+    current ones, and places ``step`` by them: on the parameters' device for the fused kernel)."""
+    own = [{key: group[key] for key in IMPLEMENTATION_OPTIONS if key in group} for group in optimizer.param_groups]
+    if len(own) != len(state["param_groups"]):
+        raise ValueError(f"optimizer state: {len(state['param_groups'])} param groups saved, {len(own)} now")
+    return {**state, "param_groups": [{**saved, **mine} for saved, mine in zip(state["param_groups"], own)]}
 
 
 def _api():
@@ -46,6 +62,7 @@ def full_model_state(model: nn.Module) -> Dict[str, torch.Tensor]:
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer, model_state: Dict[str, torch.Tensor],
                     optimizer_state: Dict[str, Any]) -> None:
     """Load the full form (every rank passes all of it) into ``model`` and ``optimizer``."""
+    optimizer_state = with_own_implementation(optimizer, optimizer_state)
     if not is_sharded(model):
         model.load_state_dict(model_state)
         optimizer.load_state_dict(optimizer_state)
@@ -68,7 +85,7 @@ def load_sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer, state
     """Load what ``sharded_state`` returned (after DCP filled it) into ``model`` and ``optimizer``."""
     api = _api()
     api.set_model_state_dict(model, state["model"])
-    api.set_optimizer_state_dict(model, optimizer, state["optimizer"])
+    api.set_optimizer_state_dict(model, optimizer, with_own_implementation(optimizer, state["optimizer"]))
 
 
 def named_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer,
