@@ -195,8 +195,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precisions", nargs="+", default=None, choices=["fp32", "bf16", "fp16"],
                         help="default: fp32 (CPU); fp32 and bf16 (CUDA)")
     parser.add_argument("--modes", nargs="+", default=None, choices=["eager", "compiled"],
-                        help="default: eager and compiled on CUDA; eager on the CPU, where compiled blocks measured "
-                             "no faster (2026-12-06, 2 cores: 900 vs 888 ms) and compiling adds about a minute")
+                        help="default: eager and compiled on CUDA; eager on the CPU, where compiling measured no "
+                             "faster (2026-12-06, 2 cores: 907 vs 897 ms) and adds about a minute")
     parser.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per block, every row")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo-config rows")
     parser.add_argument("--breakdown", action="store_true", help="also profile one iteration per row")
