@@ -344,6 +344,23 @@ def test_auto_picks_native_on_cpu(monkeypatch):
     assert len(calls) == 3
 
 
+@native
+@pytest.mark.parametrize("image_dtype,mask_dtype", [(torch.float32, torch.float64), (torch.float64, torch.float64)])
+def test_auto_keeps_float64_arithmetic(monkeypatch, image_dtype, mask_dtype):
+    """A float64 input under auto runs the float64 reference (the fast kernels compute in fp32); an explicit fast
+    path still runs, in fp32."""
+    monkeypatch.delenv("TOCO_FAST_KERNELS", raising=False)
+    images = torch.rand(2, 3, 8, 7, dtype=image_dtype)
+    masks = torch.rand(2, 3, 4, 7, dtype=mask_dtype)
+    assert resolve_impl("par", None, images, masks, native="par_refine",
+                        kernel_dtypes=(torch.float32,)) == "reference"
+    expected = par_reference(images, masks, num_iter=3)
+    assert torch.equal(par(images, masks, num_iter=3), expected)
+    forced = par(images, masks, num_iter=3, impl="native")
+    assert forced.dtype == torch.float64 and not torch.equal(forced, expected)
+    assert_close_fp32(forced, expected)
+
+
 @pytest.mark.parametrize("built", [False, True])
 def test_native_dispatch_without_the_kernel(monkeypatch, built):
     """Without toco_fast._C, or with one built from sources before par_refine: auto falls back to the reference,

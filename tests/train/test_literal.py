@@ -1,6 +1,7 @@
 """The fused step equals the literal (official-structure) step: same loss terms and gradients in every phase of the
 VOC and COCO schedules (fp32, CPU, tiny ViT)."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -57,6 +58,36 @@ def test_fused_step_equals_literal_step(synthetic_root, phase, overrides, n_iter
         torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
     for a, b in zip(fused_model.proj_head_t.parameters(), literal_model.proj_head_t.parameters()):
         assert torch.equal(a, b)  # the same EMA update
+
+
+@pytest.mark.parametrize("phase, overrides, n_iter, computed", [PHASES[1], PHASES[3]], ids=[PHASES[1][0], PHASES[3][0]])
+def test_float64_steps_keep_float64_and_agree_tightly(synthetic_root, phase, overrides, n_iter, computed):
+    """A float64 model and batch: every term but ``reg`` (the official float32 lattice) is computed in float64, and
+    the fused and literal steps agree to float64 rounding where fp32 would only give ~1e-6."""
+    cfg = tiny_cfg(synthetic_root, *overrides)
+    try:
+        energy = build_energy_loss(cfg.loss)
+    except RuntimeError:
+        pytest.skip("toco_fast._C is not built")
+    fp32 = fixed_batch(cfg)
+    batch = dataclasses.replace(fp32, images=fp32.images.double(), view2=fp32.view2.double(),
+                                local_source=fp32.local_source.double())
+    torch.manual_seed(0)
+    fused_model = build_model(cfg.model).train().double()
+    literal_model = copy.deepcopy(fused_model)
+    fused_loss, fused_terms, fused_grads = _run(train_step, fused_model, batch, cfg, n_iter, energy)
+    literal_loss, literal_terms, literal_grads = _run(literal_train_step, literal_model, batch, cfg, n_iter, energy)
+
+    assert set(fused_terms) == computed
+    assert {name: value.dtype for name, value in fused_terms.items()} == {
+        name: torch.float32 if name == "reg" else torch.float64 for name in computed}
+    for name in computed:
+        tolerance = dict(rtol=1e-6, atol=1e-9) if name == "reg" else dict(rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(fused_terms[name], literal_terms[name].to(fused_terms[name].dtype), **tolerance,
+                                   msg=name)
+    for name, grad in literal_grads.items():
+        scale = max(float(grad.abs().max()), 1e-12)
+        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-8, atol=1e-8 * scale, msg=name)
 
 
 def test_step_module_runs_the_configured_step(synthetic_root, monkeypatch):

@@ -4,7 +4,8 @@
 
 * ``auto`` (default): the Triton kernel when every tensor is on CUDA and triton imports; else, for an op with a
   native CPU kernel (PAR), that kernel when every tensor is on the CPU and ``toco_fast._C`` is built with it; else
-  the PyTorch reference.
+  the PyTorch reference. A floating tensor of a dtype the op's kernels do not compute in (float64: they compute in
+  fp32) also picks the reference, so float64 calls keep float64 arithmetic.
 * ``reference``: always the plain PyTorch reference.
 * ``triton``: always the kernel; on CPU tensors this needs ``TRITON_INTERPRET=1`` set before triton is imported
   (that is how CI runs the kernels).
@@ -15,7 +16,7 @@
 import functools
 import importlib.util
 import os
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -33,14 +34,17 @@ def triton_interpreter_enabled() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def resolve_impl(op_name: str, impl: Optional[str], *tensors: torch.Tensor, native: Optional[str] = None) -> str:
+def resolve_impl(op_name: str, impl: Optional[str], *tensors: torch.Tensor, native: Optional[str] = None,
+                 kernel_dtypes: Optional[Sequence[torch.dtype]] = None) -> str:
     """Return ``"reference"``, ``"triton"`` or ``"native"`` for one call of ``op_name``.
 
     Args:
         op_name: name used in error messages.
         impl: the op's ``impl=`` argument; ``None`` reads ``TOCO_FAST_KERNELS``.
-        tensors: the op's tensor inputs (their device decides ``auto``).
+        tensors: the op's tensor inputs (their device, and their dtype with ``kernel_dtypes``, decide ``auto``).
         native: the ``toco_fast._C`` function of the op's native CPU kernel; ``None`` when it has none.
+        kernel_dtypes: the floating dtypes the fast kernels compute in; ``auto`` sends other floating inputs to the
+            reference (None: no such rule).
     """
     choice = impl if impl is not None else os.environ.get("TOCO_FAST_KERNELS", "auto")
     if choice not in IMPLS:
@@ -49,6 +53,9 @@ def resolve_impl(op_name: str, impl: Optional[str], *tensors: torch.Tensor, nati
     on_cuda = all(t.is_cuda for t in tensors)
     on_cpu = all(t.device.type == "cpu" for t in tensors)
     if choice == "auto":
+        if kernel_dtypes is not None and any(t.is_floating_point() and t.dtype not in kernel_dtypes
+                                             for t in tensors):
+            return "reference"
         if on_cuda and triton_available():
             return "triton"
         if native is not None and on_cpu and extension.has_function(native):

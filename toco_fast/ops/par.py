@@ -36,6 +36,7 @@ DEFAULT_DILATIONS = (1, 2, 4, 8, 12, 24)
 W1 = 0.3
 W2 = 0.01
 STD_EPS = 1e-8
+KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32)  # what the fast paths take (they compute in fp32)
 # Largest neighbour tensor (elements) the reference materialises at once: 2**26 fp32 = 256 MiB.
 REFERENCE_CHUNK_ELEMENTS = 2 ** 26
 
@@ -187,10 +188,10 @@ def par(images: torch.Tensor, masks: torch.Tensor, dilations: Sequence[int] = DE
 
     Same arguments and result as :func:`par_reference`. The fast paths compute in fp32 (inputs are cast, and made
     contiguous) and return the promoted dtype of images and masks; they never materialise the [B,K,48,H,W]
-    neighbour tensor.
+    neighbour tensor. With ``impl`` auto, float64 inputs run the reference (float64 arithmetic, as officially).
     """
     dilations = _validate(images, masks, dilations, num_iter, num_valid)
-    path = resolve_impl("par", impl, images, masks, native=NATIVE_FUNCTIONS["par"])
+    path = resolve_impl("par", impl, images, masks, native=NATIVE_FUNCTIONS["par"], kernel_dtypes=KERNEL_DTYPES)
     if path == "reference":
         return par_reference(images, masks, dilations, num_iter, num_valid)
     out_dtype = torch.promote_types(images.dtype, masks.dtype)

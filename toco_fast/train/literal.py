@@ -21,7 +21,7 @@ from toco_fast.method.cam import multi_scale_cam
 from toco_fast.method.refine import refine_cams_with_bkg_per_image
 from toco_fast.method.schedule import LOSS_TERMS, loss_weights
 from toco_fast.parallel.wrap import unwrap
-from toco_fast.train.step import check_contrast_views, cut_local_crops, loss_terms, weighted_loss
+from toco_fast.train.step import at_least_fp32, check_contrast_views, cut_local_crops, loss_terms, weighted_loss
 
 
 def literal_train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter: int,
@@ -37,7 +37,7 @@ def literal_train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config
     bare.update_teacher()
     with record_function("toco.cams"), autocast():
         cams, cams_aux = multi_scale_cam(_OfficialCamForward(bare), batch.images, cfg.cam.scales)
-    cams, cams_aux = cams.float(), cams_aux.float()
+    cams, cams_aux = at_least_fp32(cams), at_least_fp32(cams_aux)
     with record_function("toco.local"):
         local_crops, flags = cut_local_crops(batch, cams_aux, cfg)
     with record_function("toco.global"), autocast():

@@ -58,7 +58,8 @@ def train_step(model: torch.nn.Module, batch: TrainBatch, *, cfg: Config, n_iter
         cfg: the training config (loss weights / schedule, CAM thresholds, crop sizes).
         n_iter: 0-based iteration, for the loss schedule.
         energy: the ``reg`` term's loss layer; None turns ``reg`` off (extension not built).
-        autocast: a context-manager factory for the mixed-precision region (forwards only; losses run in fp32).
+        autocast: a context-manager factory for the mixed-precision region (forwards only; losses run in fp32, or
+            float64 for a float64 model).
         probe: also return ``probe_final`` / ``probe_aux``, the mean |cos| between tokens (over-smoothing probe).
 
     Returns:
@@ -125,7 +126,7 @@ def _cams_for(bare: torch.nn.Module, batch: TrainBatch, out, cfg: Config, weight
     with autocast():
         cams, cams_aux = multi_scale_cam(bare, batch.images, scales=cfg.cam.scales, aux_only=not need_final,
                                          unflipped=unflipped, classes=classes)
-    return (cams.float() if cams is not None else None), cams_aux.float()
+    return (at_least_fp32(cams) if cams is not None else None), at_least_fp32(cams_aux)
 
 
 def loss_terms(out, batch: TrainBatch, cams: Optional[torch.Tensor], cams_aux: Optional[torch.Tensor],
@@ -133,17 +134,18 @@ def loss_terms(out, batch: TrainBatch, cams: Optional[torch.Tensor], cams_aux: O
                energy: Optional[DenseEnergyLoss], refine: Optional[Callable[..., torch.Tensor]] = None,
                energy_fn: Optional[Callable[..., torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """The loss terms ``names`` (``cls`` and ``cls_aux`` always) from the forward outputs ``out`` (a
-    ``ToCoOutput`` with projections when ``ctc`` is asked for), the CAMs and the crop flags, in fp32.
+    ``ToCoOutput`` with projections when ``ctc`` is asked for), the CAMs and the crop flags, in fp32 (float64 for
+    float64 outputs; ``reg`` in fp32 always, as the official float32 lattice).
 
     ``refine`` and ``energy_fn`` let the literal step run the official per-image PAR and the host round trip of the
     energy loss (defaults: the batched PAR and the energy loss on the device)."""
     names = set(names)
     terms: Dict[str, torch.Tensor] = {}
-    terms["cls"] = F.multilabel_soft_margin_loss(out.cls_logits.float(), batch.cls_labels.float())
-    terms["cls_aux"] = F.multilabel_soft_margin_loss(out.aux_cls_logits.float(), batch.cls_labels.float())
+    for name, logits in (("cls", at_least_fp32(out.cls_logits)), ("cls_aux", at_least_fp32(out.aux_cls_logits))):
+        terms[name] = F.multilabel_soft_margin_loss(logits, batch.cls_labels.to(logits.dtype))
     if "ctc" in names:
         with record_function("toco.ctc"):
-            terms["ctc"] = ctc_loss(out.student_proj.float(), out.teacher_proj.float(), flags,
+            terms["ctc"] = ctc_loss(at_least_fp32(out.student_proj), at_least_fp32(out.teacher_proj), flags,
                                     temp=cfg.loss.ctc_temp)
     if "seg" in names or "reg" in names:
         label_cams = cams_aux if pseudo_label_cam(cfg.loss, n_iter) == "aux" else cams
@@ -163,9 +165,15 @@ def weighted_loss(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float
     report = {name: value.detach() for name, value in terms.items()}
     if probe:
         with torch.no_grad():
-            report["probe_final"] = mean_abs_cosine(_tokens(out.features).float()).mean()
-            report["probe_aux"] = mean_abs_cosine(_tokens(out.aux_features).float()).mean()
+            report["probe_final"] = mean_abs_cosine(at_least_fp32(_tokens(out.features))).mean()
+            report["probe_aux"] = mean_abs_cosine(at_least_fp32(_tokens(out.aux_features))).mean()
     return loss, report
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """fp16 / bf16 outputs of the autocast region in fp32; fp32 and float64 as they are, so that the losses of a
+    float64 run keep float64 arithmetic."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _tokens(feature_map: torch.Tensor) -> torch.Tensor:
@@ -185,7 +193,8 @@ def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, 
         unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
         pseudo = refine(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
                         low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index, img_box=batch.img_box).long()
-        segs = F.interpolate(seg_logits.float(), size=pseudo.shape[-2:], mode="bilinear", align_corners=False)
+        segs = F.interpolate(at_least_fp32(seg_logits), size=pseudo.shape[-2:], mode="bilinear",
+                             align_corners=False)
         terms = {}
         if "seg" in names:
             terms["seg"] = _per_group(cfg.loss.group_size, segs, pseudo,
