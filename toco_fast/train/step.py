@@ -189,8 +189,9 @@ def _seg_terms(seg_logits: torch.Tensor, batch: TrainBatch, cams: torch.Tensor, 
     with record_function("toco.par_seg"):
         valid_cam, _ = cam_to_label(cams, batch.cls_labels, img_box=batch.img_box, ignore_mid=True,
                                     ignore_index=cfg.data.ignore_index, **thresholds)
-        # PAR sees the image as the official denormalize_img2 makes it: uint8-truncated, scaled to [0, 1].
-        unit_images = denormalize_uint8(batch.images.float()).float() / 255.0
+        # PAR sees the image as the official denormalize_img2 makes it: de-normalised in the images' dtype,
+        # uint8-truncated, scaled to [0, 1] in fp32.
+        unit_images = denormalize_uint8(at_least_fp32(batch.images)).float() / 255.0
         pseudo = refine(unit_images, valid_cam, batch.cls_labels, high_thre=cfg.cam.high_thre,
                         low_thre=cfg.cam.low_thre, ignore_index=cfg.data.ignore_index, img_box=batch.img_box).long()
         segs = F.interpolate(at_least_fp32(seg_logits), size=pseudo.shape[-2:], mode="bilinear",
