@@ -34,60 +34,60 @@ def _run(step_fn, model, batch, cfg, n_iter, energy):
     return loss.detach(), terms, grads
 
 
-@pytest.mark.parametrize("phase, overrides, n_iter, computed", PHASES, ids=[p[0] for p in PHASES])
-def test_fused_step_equals_literal_step(synthetic_root, phase, overrides, n_iter, computed):
-    cfg = tiny_cfg(synthetic_root, *overrides)
+def _both_steps(root, overrides, n_iter, dtype):
+    """The fused and the literal step on the same ``dtype`` model and batch: ``(models, fused, literal)``, each
+    result ``(loss, terms, grads)``."""
+    cfg = tiny_cfg(root, *overrides)
     try:
         energy = build_energy_loss(cfg.loss)
     except RuntimeError:
         pytest.skip("toco_fast._C is not built")
     batch = fixed_batch(cfg)
+    batch = dataclasses.replace(batch, images=batch.images.to(dtype), view2=batch.view2.to(dtype),
+                                local_source=batch.local_source.to(dtype))
     torch.manual_seed(0)
-    fused_model = build_model(cfg.model).train()
+    fused_model = build_model(cfg.model).train().to(dtype)
     literal_model = copy.deepcopy(fused_model)
-    fused_loss, fused_terms, fused_grads = _run(train_step, fused_model, batch, cfg, n_iter, energy)
-    literal_loss, literal_terms, literal_grads = _run(literal_train_step, literal_model, batch, cfg, n_iter, energy)
+    return ((fused_model, literal_model), _run(train_step, fused_model, batch, cfg, n_iter, energy),
+            _run(literal_train_step, literal_model, batch, cfg, n_iter, energy))
+
+
+def _assert_same_grads(fused_grads, literal_grads, rtol):
+    for name, grad in literal_grads.items():
+        scale = max(float(grad.abs().max()), 1e-12)
+        torch.testing.assert_close(fused_grads[name], grad, rtol=rtol, atol=rtol * scale, msg=name)
+
+
+@pytest.mark.parametrize("phase, overrides, n_iter, computed", PHASES, ids=[p[0] for p in PHASES])
+def test_fused_step_equals_literal_step(synthetic_root, phase, overrides, n_iter, computed):
+    models, fused, literal = _both_steps(synthetic_root, overrides, n_iter, torch.float32)
+    (fused_loss, fused_terms, fused_grads), (literal_loss, literal_terms, literal_grads) = fused, literal
 
     assert set(fused_terms) == computed
     assert set(literal_terms) == {"cls", "cls_aux", "ptc", "ctc", "seg", "reg"}  # the official computes all
     for name in computed:
         torch.testing.assert_close(fused_terms[name], literal_terms[name], rtol=1e-5, atol=1e-7, msg=name)
     torch.testing.assert_close(fused_loss, literal_loss, rtol=1e-5, atol=1e-7)
-    for name, grad in literal_grads.items():
-        scale = max(float(grad.abs().max()), 1e-12)
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-5, atol=1e-5 * scale, msg=name)
-    for a, b in zip(fused_model.proj_head_t.parameters(), literal_model.proj_head_t.parameters()):
+    _assert_same_grads(fused_grads, literal_grads, rtol=1e-5)
+    for a, b in zip(models[0].proj_head_t.parameters(), models[1].proj_head_t.parameters()):
         assert torch.equal(a, b)  # the same EMA update
 
 
-@pytest.mark.parametrize("phase, overrides, n_iter, computed", [PHASES[1], PHASES[3]], ids=[PHASES[1][0], PHASES[3][0]])
+@pytest.mark.parametrize("phase, overrides, n_iter, computed", [PHASES[1], PHASES[3]],
+                         ids=[PHASES[1][0], PHASES[3][0]])
 def test_float64_steps_keep_float64_and_agree_tightly(synthetic_root, phase, overrides, n_iter, computed):
     """A float64 model and batch: every term but ``reg`` (the official float32 lattice) is computed in float64, and
     the fused and literal steps agree to float64 rounding where fp32 would only give ~1e-6."""
-    cfg = tiny_cfg(synthetic_root, *overrides)
-    try:
-        energy = build_energy_loss(cfg.loss)
-    except RuntimeError:
-        pytest.skip("toco_fast._C is not built")
-    fp32 = fixed_batch(cfg)
-    batch = dataclasses.replace(fp32, images=fp32.images.double(), view2=fp32.view2.double(),
-                                local_source=fp32.local_source.double())
-    torch.manual_seed(0)
-    fused_model = build_model(cfg.model).train().double()
-    literal_model = copy.deepcopy(fused_model)
-    fused_loss, fused_terms, fused_grads = _run(train_step, fused_model, batch, cfg, n_iter, energy)
-    literal_loss, literal_terms, literal_grads = _run(literal_train_step, literal_model, batch, cfg, n_iter, energy)
+    _, (_, fused_terms, fused_grads), (_, literal_terms, literal_grads) = _both_steps(
+        synthetic_root, overrides, n_iter, torch.float64)
 
     assert set(fused_terms) == computed
     assert {name: value.dtype for name, value in fused_terms.items()} == {
         name: torch.float32 if name == "reg" else torch.float64 for name in computed}
     for name in computed:
         tolerance = dict(rtol=1e-6, atol=1e-9) if name == "reg" else dict(rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(fused_terms[name], literal_terms[name].to(fused_terms[name].dtype), **tolerance,
-                                   msg=name)
-    for name, grad in literal_grads.items():
-        scale = max(float(grad.abs().max()), 1e-12)
-        torch.testing.assert_close(fused_grads[name], grad, rtol=1e-8, atol=1e-8 * scale, msg=name)
+        torch.testing.assert_close(fused_terms[name], literal_terms[name], **tolerance, msg=name)
+    _assert_same_grads(fused_grads, literal_grads, rtol=1e-8)
 
 
 def test_step_module_runs_the_configured_step(synthetic_root, monkeypatch):
